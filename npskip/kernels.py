@@ -1,0 +1,165 @@
+"""im2col and col2im: the loops that turn a convolution into one matrix product.
+
+A 2-D convolution over NHWC images is a matrix product once every receptive
+field is copied out as a row ("image to columns"):
+
+    x: (N, H, W, C)  --im2col-->  cols: (N*Ho*Wo, kh*kw*C)
+    out = cols @ W.reshape(kh*kw*C, C_out)          # (N*Ho*Wo, C_out)
+
+Row ``(n*Ho + oy)*Wo + ox`` holds the window whose top-left input pixel is
+``(oy*stride - pad_top, ox*stride - pad_left)``; its columns run over the
+kernel offset (i, j) and then the channel, matching ``W``'s (kh, kw, C_in)
+axes. Pixels of the window that fall in the padding are zero.
+
+col2im is the adjoint: it adds every row of ``dcols`` back onto the pixels it
+was copied from. Because windows overlap, a pixel receives several rows, which
+is why col2im accumulates with ``+=``.
+
+Each numba kernel has a plain-Python twin (``*_naive``) that reads like the
+definition; the tests check that the two agree. Set ``NUMBA_DISABLE_JIT=1``
+to step through the numba kernels themselves in a debugger.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+def conv_output_shape(h, w, kh, kw, stride, padding):
+    """Output size and leading padding of a convolution.
+
+    padding="valid": Ho = floor((H - kh) / stride) + 1, no padding.
+    padding="same":  Ho = ceil(H / stride); the total padding
+        max((Ho - 1)*stride + kh - H, 0) is split with the smaller half on top
+        (and on the left), as TensorFlow/Keras do.
+
+    Returns (Ho, Wo, pad_top, pad_left).
+    """
+    if padding == "valid":
+        ho = (h - kh) // stride + 1
+        wo = (w - kw) // stride + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(
+                f"input {h}x{w} is smaller than the {kh}x{kw} kernel with padding='valid'"
+            )
+        return ho, wo, 0, 0
+    if padding == "same":
+        ho = math.ceil(h / stride)
+        wo = math.ceil(w / stride)
+        pad_h = max((ho - 1) * stride + kh - h, 0)
+        pad_w = max((wo - 1) * stride + kw - w, 0)
+        return ho, wo, pad_h // 2, pad_w // 2
+    raise ValueError(f"padding: expected 'same' or 'valid', received {padding!r}")
+
+
+# --------------------------------------------------------------------------
+# numba kernels (the fast path)
+# --------------------------------------------------------------------------
+
+@njit(cache=True)
+def im2col(x, kh, kw, stride, pad_top, pad_left, ho, wo, cols):
+    """Copy every kh x kw window of ``x`` into a row of ``cols`` (in place).
+
+    x: (N, H, W, C); cols: (N*Ho*Wo, kh*kw*C), same dtype, fully overwritten.
+    """
+    n, h, w, c = x.shape
+    for b in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                row = (b * ho + oy) * wo + ox
+                for i in range(kh):
+                    iy = oy * stride - pad_top + i
+                    for j in range(kw):
+                        ix = ox * stride - pad_left + j
+                        col = (i * kw + j) * c
+                        if 0 <= iy < h and 0 <= ix < w:
+                            for ch in range(c):
+                                cols[row, col + ch] = x[b, iy, ix, ch]
+                        else:
+                            for ch in range(c):
+                                cols[row, col + ch] = 0.0
+
+
+@njit(cache=True)
+def col2im(dcols, kh, kw, stride, pad_top, pad_left, ho, wo, dx):
+    """Add every row of ``dcols`` back onto the pixels it came from (in place).
+
+    dcols: (N*Ho*Wo, kh*kw*C); dx: (N, H, W, C), zeroed first, then accumulated.
+    Gradient that lands in the padding is dropped: padding is not an input.
+    """
+    n, h, w, c = dx.shape
+    dx[:] = 0.0
+    for b in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                row = (b * ho + oy) * wo + ox
+                for i in range(kh):
+                    iy = oy * stride - pad_top + i
+                    if iy < 0 or iy >= h:
+                        continue
+                    for j in range(kw):
+                        ix = ox * stride - pad_left + j
+                        if ix < 0 or ix >= w:
+                            continue
+                        col = (i * kw + j) * c
+                        for ch in range(c):
+                            dx[b, iy, ix, ch] += dcols[row, col + ch]
+
+
+# --------------------------------------------------------------------------
+# naive twins (the reference: slow, obviously right)
+# --------------------------------------------------------------------------
+
+def im2col_naive(x, kh, kw, stride, padding):
+    """Reference im2col with explicit zero padding. Returns (cols, Ho, Wo)."""
+    n, h, w, c = x.shape
+    ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
+    pb = max((ho - 1) * stride + kh - h - pt, 0)
+    pr = max((wo - 1) * stride + kw - w - pl, 0)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    cols = np.empty((n * ho * wo, kh * kw * c), dtype=x.dtype)
+    for b in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                window = xp[b, oy * stride:oy * stride + kh, ox * stride:ox * stride + kw, :]
+                cols[(b * ho + oy) * wo + ox] = window.reshape(-1)
+    return cols, ho, wo
+
+
+def col2im_naive(dcols, x_shape, kh, kw, stride, padding):
+    """Reference col2im: scatter-add each row into a padded image, then crop."""
+    n, h, w, c = x_shape
+    ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
+    hp = max((ho - 1) * stride + kh, h + pt)
+    wp = max((wo - 1) * stride + kw, w + pl)
+    dxp = np.zeros((n, hp, wp, c), dtype=dcols.dtype)
+    for b in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                row = dcols[(b * ho + oy) * wo + ox].reshape(kh, kw, c)
+                dxp[b, oy * stride:oy * stride + kh, ox * stride:ox * stride + kw, :] += row
+    return dxp[:, pt:pt + h, pl:pl + w, :].copy()
+
+
+def conv2d_naive(x, W, b, stride=1, padding="same"):
+    """Reference convolution by the definition, one output value at a time.
+
+    x: (N, H, W, C_in); W: (kh, kw, C_in, C_out); b: (C_out,)
+    Returns (N, Ho, Wo, C_out).  (Like every deep-learning "convolution" this
+    is a cross-correlation: the kernel is not flipped.)
+    """
+    n, h, w, _ = x.shape
+    kh, kw, _, c_out = W.shape
+    ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
+    out = np.zeros((n, ho, wo, c_out), dtype=np.result_type(x, W))
+    for bi in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                for i in range(kh):
+                    for j in range(kw):
+                        iy = oy * stride - pt + i
+                        ix = ox * stride - pl + j
+                        if 0 <= iy < h and 0 <= ix < w:
+                            out[bi, oy, ox, :] += x[bi, iy, ix, :] @ W[i, j]
+    return out + b

@@ -1,0 +1,203 @@
+"""The layers of the paper's networks, each with an explicit backward pass.
+
+Every layer follows one contract:
+
+    out = layer.forward(x)      # computes, and keeps in layer.cache what backward needs
+    dx = layer.backward(dout)   # returns dL/dx and writes dL/dparam into layer.grads
+
+``layer.params`` and ``layer.grads`` are dicts with the same keys, so an
+optimizer can walk them side by side. ``forward`` and ``backward`` never modify
+their arguments. A layer that was never called has ``cache is None`` and cannot
+run backward: that is what lets the model skip a layer for real.
+
+Layout is NHWC, as in Keras: images are ``(N, H, W, C)``. Parameters are
+float32 by default (for training) or float64 (for gradient checks); inputs must
+have the same dtype as the parameters.
+"""
+
+import numpy as np
+
+from . import kernels
+from .checks import check_array
+
+
+def glorot_uniform(shape, fan_in, fan_out, rng, dtype):
+    """Keras' default kernel initialiser: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape).astype(dtype)
+
+
+class Layer:
+    """Base class: empty params and grads, a cache, and shared checks."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.cache = None
+
+    def zero_grad(self):
+        """Set every gradient to zero and forget the cache of the last forward."""
+        for g in self.grads.values():
+            g.fill(0)
+        self.cache = None
+
+    def _take_cache(self):
+        if self.cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called without a forward pass to go back through"
+            )
+        cache, self.cache = self.cache, None
+        return cache
+
+    def __repr__(self):
+        shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
+        return f"{type(self).__name__}({shapes})"
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation) as im2col + one matrix product.
+
+    params["W"]: (kh, kw, C_in, C_out), Glorot-uniform; params["b"]: (C_out,), zeros.
+
+    forward:  x (N, H, W, C_in) -> out (N, Ho, Wo, C_out), where
+        padding="same":  Ho = ceil(H / stride)
+        padding="valid": Ho = floor((H - kh) / stride) + 1     (likewise Wo)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding="same",
+                 rng=0, dtype=np.float32):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding: expected 'same' or 'valid', received {padding!r}")
+        if stride < 1 or kh < 1 or kw < 1:
+            raise ValueError(f"stride and kernel size must be >= 1, received {stride}, {(kh, kw)}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(rng)
+        self.params["W"] = glorot_uniform((kh, kw, in_channels, out_channels),
+                                          kh * kw * in_channels, kh * kw * out_channels,
+                                          rng, self.dtype)
+        self.params["b"] = np.zeros(out_channels, dtype=self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        # im2col buffers are reused between calls: allocating ~10 MB per call
+        # costs more in page faults than filling it does.
+        self._workspace = {}
+
+    def output_shape(self, h, w):
+        """(Ho, Wo, C_out) for an (h, w) input."""
+        ho, wo, _, _ = kernels.conv_output_shape(h, w, *self.kernel_size, self.stride,
+                                                 self.padding)
+        return ho, wo, self.out_channels
+
+    def forward(self, x):
+        """x: (N, H, W, C_in) -> (N, Ho, Wo, C_out)."""
+        check_array(x, "Conv2D input", ndim=4, last_dim=self.in_channels, dtype=self.dtype)
+        n, h, w, _ = x.shape
+        kh, kw = self.kernel_size
+        ho, wo, pt, pl = kernels.conv_output_shape(h, w, kh, kw, self.stride, self.padding)
+        cols = self._buffer("cols", (n * ho * wo, kh * kw * self.in_channels))
+        kernels.im2col(x, kh, kw, self.stride, pt, pl, ho, wo, cols)
+        w_mat = self.params["W"].reshape(kh * kw * self.in_channels, self.out_channels)
+        out = cols @ w_mat
+        out += self.params["b"]
+        self.cache = (x.shape, cols, (ho, wo, pt, pl))
+        return out.reshape(n, ho, wo, self.out_channels)
+
+    def backward(self, dout):
+        """dout: (N, Ho, Wo, C_out) -> dx: (N, H, W, C_in); fills grads W and b.
+
+        With out = cols @ W_mat + b:
+            dW_mat = cols.T @ dout_mat,   db = sum of dout_mat over rows,
+            dcols = dout_mat @ W_mat.T,   dx = col2im(dcols).
+        """
+        x_shape, cols, (ho, wo, pt, pl) = self._take_cache()
+        n = x_shape[0]
+        check_array(dout, "Conv2D upstream gradient", ndim=4, dtype=self.dtype)
+        if dout.shape != (n, ho, wo, self.out_channels):
+            raise ValueError(f"Conv2D upstream gradient: expected shape "
+                             f"{(n, ho, wo, self.out_channels)}, received {dout.shape}")
+        kh, kw = self.kernel_size
+        dout_mat = dout.reshape(n * ho * wo, self.out_channels)
+        w_mat = self.params["W"].reshape(kh * kw * self.in_channels, self.out_channels)
+        np.matmul(cols.T, dout_mat, out=self.grads["W"].reshape(w_mat.shape))
+        np.sum(dout_mat, axis=0, out=self.grads["b"])
+        dcols = self._buffer("dcols", cols.shape)
+        np.matmul(dout_mat, w_mat.T, out=dcols)
+        dx = np.empty(x_shape, dtype=self.dtype)
+        kernels.col2im(dcols, kh, kw, self.stride, pt, pl, ho, wo, dx)
+        return dx
+
+    def _buffer(self, name, shape):
+        """A C-contiguous (shape) view into a reused, growing buffer."""
+        size = int(np.prod(shape))
+        buf = self._workspace.get(name)
+        if buf is None or buf.size < size:
+            buf = np.empty(size, dtype=self.dtype)
+            self._workspace[name] = buf
+        return buf[:size].reshape(shape)
+
+
+class ReLU(Layer):
+    """max(x, 0), elementwise. Any shape in, same shape out."""
+
+    def forward(self, x):
+        check_array(x, "ReLU input", dtype="float")
+        out = np.maximum(x, 0)
+        self.cache = out
+        return out
+
+    def backward(self, dout):
+        out = self._take_cache()
+        if dout.shape != out.shape:
+            raise ValueError(f"ReLU upstream gradient: expected shape {out.shape}, "
+                             f"received {dout.shape}")
+        # The derivative at exactly 0 is taken as 0, as in Keras and PyTorch.
+        return np.where(out > 0, dout, 0).astype(dout.dtype, copy=False)
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), in C order (NHWC: channel fastest)."""
+
+    def forward(self, x):
+        check_array(x, "Flatten input")
+        if x.ndim < 2:
+            raise ValueError(f"Flatten input: expected at least 2-d (N, ...), received {x.shape}")
+        self.cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self._take_cache())
+
+
+class Dense(Layer):
+    """Fully connected layer: out = x @ W + b.
+
+    params["W"]: (in_features, out_features), Glorot-uniform; params["b"]: (out_features,), zeros.
+    forward: x (N, in_features) -> (N, out_features).
+    """
+
+    def __init__(self, in_features, out_features, rng=0, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(rng)
+        self.params["W"] = glorot_uniform((in_features, out_features), in_features,
+                                          out_features, rng, self.dtype)
+        self.params["b"] = np.zeros(out_features, dtype=self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def forward(self, x):
+        check_array(x, "Dense input", ndim=2, last_dim=self.in_features, dtype=self.dtype)
+        self.cache = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout):
+        """dout: (N, out_features) -> dx: (N, in_features); fills grads W and b."""
+        x = self._take_cache()
+        check_array(dout, "Dense upstream gradient", ndim=2, last_dim=self.out_features,
+                    dtype=self.dtype)
+        np.matmul(x.T, dout, out=self.grads["W"])
+        np.sum(dout, axis=0, out=self.grads["b"])
+        return dout @ self.params["W"].T

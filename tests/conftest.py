@@ -1,0 +1,28 @@
+"""Shared test helpers.
+
+PyTorch is an oracle here, never a dependency of npskip. Locally a missing
+torch skips its comparisons; CI sets NPSKIP_REQUIRE_TORCH=1 so that they can
+never be skipped there silently.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+
+def require_torch():
+    """Import torch, or skip (locally) / fail (when NPSKIP_REQUIRE_TORCH=1)."""
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("NPSKIP_REQUIRE_TORCH") == "1":
+            pytest.fail("torch is required here (NPSKIP_REQUIRE_TORCH=1) but not importable")
+        pytest.skip("torch not installed")
+    torch.set_default_dtype(torch.float64)
+    return torch
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

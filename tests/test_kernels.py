@@ -1,0 +1,92 @@
+"""im2col/col2im: numba kernels against their naive twins and against scipy."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy import signal
+
+from npskip import kernels
+from npskip.layers import Conv2D
+
+shapes = st.tuples(
+    st.integers(1, 4),    # N
+    st.integers(1, 9),    # H
+    st.integers(1, 9),    # W
+    st.integers(1, 8),    # C_in
+    st.integers(1, 8),    # C_out
+    st.sampled_from([1, 3, 5]),
+    st.sampled_from([1, 2]),
+    st.sampled_from(["same", "valid"]),
+)
+
+
+def _fits(h, w, k, padding):
+    return padding == "same" or (h >= k and w >= k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.integers(0, 2**31 - 1))
+def test_im2col_and_col2im_match_naive(shape, seed):
+    n, h, w, c, _, k, s, padding = shape
+    if not _fits(h, w, k, padding):
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c))
+    ref, ho, wo = kernels.im2col_naive(x, k, k, s, padding)
+    _, _, pt, pl = kernels.conv_output_shape(h, w, k, k, s, padding)
+    cols = np.full_like(ref, np.nan)     # NaN shows any entry the kernel forgets
+    kernels.im2col(x, k, k, s, pt, pl, ho, wo, cols)
+    np.testing.assert_array_equal(cols, ref)
+
+    dcols = rng.standard_normal(ref.shape)
+    dx = np.full_like(x, np.nan)
+    kernels.col2im(dcols, k, k, s, pt, pl, ho, wo, dx)
+    np.testing.assert_allclose(dx, kernels.col2im_naive(dcols, x.shape, k, k, s, padding),
+                               rtol=0, atol=1e-12)
+
+
+def test_col2im_is_the_adjoint_of_im2col(rng):
+    # <im2col(x), d> == <x, col2im(d)> for every x, d: the definition of backward.
+    x = rng.standard_normal((2, 7, 6, 3))
+    cols, ho, wo = kernels.im2col_naive(x, 3, 3, 2, "same")
+    d = rng.standard_normal(cols.shape)
+    back = kernels.col2im_naive(d, x.shape, 3, 3, 2, "same")
+    assert np.isclose(np.sum(cols * d), np.sum(x * back), rtol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.integers(0, 2**31 - 1))
+def test_conv_forward_equals_scipy_correlate(shape, seed):
+    n, h, w, c_in, c_out, k, _, padding = shape
+    if not _fits(h, w, k, padding):
+        return
+    rng = np.random.default_rng(seed)
+    layer = Conv2D(c_in, c_out, k, stride=1, padding=padding, rng=rng, dtype=np.float64)
+    layer.params["b"][:] = rng.standard_normal(c_out)
+    x = rng.standard_normal((n, h, w, c_in))
+    out = layer.forward(x)
+    mode = "same" if padding == "same" else "valid"
+    expected = np.empty_like(out)
+    for b in range(n):
+        for o in range(c_out):
+            acc = sum(signal.correlate(x[b, :, :, i], layer.params["W"][:, :, i, o], mode=mode)
+                      for i in range(c_in))
+            expected[b, :, :, o] = acc + layer.params["b"][o]
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, "same"), (2, "same"), (2, "valid"), (1, "valid")])
+def test_conv_forward_equals_naive_definition(rng, stride, padding):
+    layer = Conv2D(3, 5, (3, 5), stride=stride, padding=padding, rng=rng, dtype=np.float64)
+    layer.params["b"][:] = rng.standard_normal(5)
+    x = rng.standard_normal((2, 8, 9, 3))
+    ref = kernels.conv2d_naive(x, layer.params["W"], layer.params["b"], stride, padding)
+    np.testing.assert_allclose(layer.forward(x), ref, rtol=0, atol=1e-12)
+
+
+def test_output_shape_formulas():
+    assert kernels.conv_output_shape(28, 28, 3, 3, 1, "same") == (28, 28, 1, 1)
+    assert kernels.conv_output_shape(7, 8, 3, 3, 2, "same") == (4, 4, 1, 0)
+    assert kernels.conv_output_shape(7, 8, 3, 3, 2, "valid") == (3, 3, 0, 0)
+    with pytest.raises(ValueError, match="smaller than"):
+        kernels.conv_output_shape(2, 2, 3, 3, 1, "valid")
