@@ -1,0 +1,193 @@
+"""SkipCNN: the paper's network (CNN1 and CNN3), with literal per-sample layer skipping.
+
+    conv1 -> ReLU -> conv2 -> ReLU -> conv3 -> ReLU -> flatten -> dense -> logits
+
+All convolutions are 3x3, stride 1, 'same' padding, so every layer keeps the
+input's height and width and any layer's output can feed the dense layer
+(section 3 of the paper: "all the convolutional layers ... had the same height
+and width").
+
+Each sample has a route r in 0..L-1: it runs conv layers 1..r+1 and then the
+dense layer; it never enters the layers after r+1. The batch is sorted by route,
+deepest first, so the samples that reach conv layer k are a leading slice of the
+batch, and every layer runs on exactly that slice:
+
+    routes (sorted)   2 2 2 2 1 1 0 0
+    conv1             [0:8)   every sample
+    conv2             [0:6)   routes >= 1
+    conv3             [0:4)   routes == 2
+
+A layer that no sample reaches is not called at all: it has no cache, its
+gradients stay exactly zero, and ``ran_layers()`` leaves it out, so the
+optimizer does not touch it either. There are no masks and no multiplications
+by zero.
+
+A route that ends at a layer with fewer maps than the widest one reaches the
+dense layer zero-padded along channels (a parameter-free identity shortcut,
+ResNet's "option A"), so one dense layer serves every route.
+"""
+
+import numpy as np
+
+from .checks import check_array
+from .layers import Conv2D, Dense, Flatten, ReLU
+
+
+class SkipCNN:
+    """Convolutions of the given widths (3x3, same padding, ReLU) and one dense layer.
+
+    input_shape: (H, W, C) of one image.
+    widths: maps per conv layer, e.g. (16, 16, 32); routes run 0..len(widths)-1.
+    seed: seeds every layer's Glorot-uniform weights (one Generator, in layer order).
+    dtype: float32 for training, float64 for gradient checks.
+    """
+
+    def __init__(self, input_shape, num_classes, widths=(16, 16, 32), seed=0,
+                 dtype=np.float32):
+        self.input_shape = tuple(int(d) for d in input_shape)
+        if len(self.input_shape) != 3:
+            raise ValueError(f"input_shape: expected (H, W, C), received {input_shape}")
+        self.num_classes = int(num_classes)
+        self.widths = tuple(int(w) for w in widths)
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths: expected one or more positive ints, received {widths}")
+        self.seed, self.dtype = seed, np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        h, w, c = self.input_shape
+        ins = (c,) + self.widths[:-1]
+        self.convs = [Conv2D(i, o, 3, 1, "same", rng=rng, dtype=dtype)
+                      for i, o in zip(ins, self.widths)]
+        self.relus = [ReLU() for _ in self.widths]
+        self.flatten = Flatten()
+        self.max_width = max(self.widths)
+        self.dense = Dense(h * w * self.max_width, self.num_classes, rng=rng, dtype=dtype)
+        self._ran = []
+        self._order = None
+
+    # ------------------------------------------------------------------
+    @property
+    def depth(self):
+        """Number of conv layers (routes run 0..depth-1)."""
+        return len(self.convs)
+
+    @property
+    def layers(self):
+        """Every layer with parameters: the convs, then the dense layer."""
+        return self.convs + [self.dense]
+
+    def ran_layers(self):
+        """The layers with parameters that the last forward pass entered, in order."""
+        return list(self._ran)
+
+    def config(self):
+        """The architecture as a JSON-able dict (what a checkpoint needs to rebuild it)."""
+        return {"input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "widths": list(self.widths), "seed": self.seed, "dtype": self.dtype.name}
+
+    def __repr__(self):
+        return (f"SkipCNN(input_shape={self.input_shape}, num_classes={self.num_classes}, "
+                f"widths={self.widths})")
+
+    # ------------------------------------------------------------------
+    def _check_routes(self, routes, n):
+        if routes is None:
+            return np.full(n, self.depth - 1, dtype=np.int64)
+        routes = np.asarray(routes)
+        if routes.shape != (n,) or (routes.size and not np.issubdtype(routes.dtype, np.integer)):
+            raise ValueError(f"routes: expected an integer array of shape ({n},), received "
+                             f"{routes.dtype} {routes.shape}")
+        if routes.size and (routes.min() < 0 or routes.max() >= self.depth):
+            raise ValueError(f"routes: expected values in 0..{self.depth - 1}, received "
+                             f"{routes.min()}..{routes.max()}")
+        return routes.astype(np.int64, copy=False)
+
+    def forward(self, x, routes=None):
+        """Logits for a batch, each sample running only the conv layers of its route.
+
+        x: (N, H, W, C) of the model's dtype; routes: (N,) ints in 0..depth-1, or
+        None (every sample takes the full network).  Returns logits (N, num_classes).
+        """
+        check_array(x, "SkipCNN input", ndim=4, dtype=self.dtype)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"SkipCNN input: expected shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"received {x.shape}")
+        n = x.shape[0]
+        routes = self._check_routes(routes, n)
+        for layer in self.layers + self.relus + [self.flatten]:
+            layer.zero_grad()          # skipped layers keep zero grads and no cache
+        # Deepest route first, stable so equal routes keep their batch order.
+        order = np.argsort(-routes, kind="stable")
+        sorted_routes = routes[order]
+        # reach[k] = how many samples (a leading slice) run conv layer k.
+        reach = [int(np.count_nonzero(sorted_routes >= k)) for k in range(self.depth)]
+        h = x[order] if n else x
+        feats = np.zeros((n,) + self.input_shape[:2] + (self.max_width,), dtype=self.dtype)
+        self._ran = []
+        for k, (conv, relu) in enumerate(zip(self.convs, self.relus)):
+            m = reach[k]
+            if m == 0:
+                break                  # nobody goes deeper: conv k and the rest are never entered
+            h = relu.forward(conv.forward(h[:m]))
+            self._ran.append(conv)
+            stop = reach[k + 1] if k + 1 < self.depth else 0
+            # Samples whose route ends here: rows [stop, m) leave for the dense layer.
+            feats[stop:m, :, :, :self.widths[k]] = h[stop:m]
+        logits_sorted = self.dense.forward(self.flatten.forward(feats))
+        self._ran.append(self.dense)
+        self._order, self._reach = order, reach
+        logits = np.empty_like(logits_sorted)
+        logits[order] = logits_sorted
+        return logits
+
+    def backward(self, dlogits, need_dx=False):
+        """Back-propagate dL/dlogits (N, num_classes) through the layers each sample ran.
+
+        Fills ``grads`` of every layer that ran; the others stay at zero.
+        Returns dL/dx (N, H, W, C) if need_dx, else None (training never needs
+        the gradient for the images, and conv1 then skips its col2im).
+        """
+        if self._order is None:
+            raise RuntimeError("SkipCNN.backward called without a forward pass")
+        order, reach = self._order, self._reach
+        self._order = None
+        check_array(dlogits, "SkipCNN upstream gradient", ndim=2, last_dim=self.num_classes,
+                    dtype=self.dtype)
+        dfeats = self.flatten.backward(self.dense.backward(dlogits[order]))
+        ran = [k for k in range(self.depth) if reach[k] > 0]
+        dh = None                      # gradient w.r.t. the output of conv layer k+1
+        for k in reversed(ran):
+            m = reach[k]
+            stop = reach[k + 1] if k + 1 < self.depth else 0
+            # The output of layer k feeds layer k+1 for rows [0, stop) and the dense
+            # layer for rows [stop, m); its gradient gathers both.
+            grad = np.empty((m,) + self.input_shape[:2] + (self.widths[k],), dtype=self.dtype)
+            if stop:
+                grad[:stop] = dh
+            grad[stop:m] = dfeats[stop:m, :, :, :self.widths[k]]
+            dh = self.convs[k].backward(self.relus[k].backward(grad), need_dx=need_dx or k > 0)
+        if not need_dx:
+            return None
+        dx = np.empty_like(dh)
+        dx[order] = dh
+        return dx
+
+    # ------------------------------------------------------------------
+    def flops(self, route=None):
+        """Multiply-adds per image on ``route`` (None: the full network), per layer.
+
+        conv k: H * W * C_out * (3 * 3 * C_in)   (same padding, stride 1: H, W kept)
+        dense:  (H * W * max_width) * num_classes (padded channels are multiplied too)
+        Biases and ReLUs are not counted. Returns {"conv1": ..., ..., "dense": ..., "total": ...}.
+        """
+        route = self.depth - 1 if route is None else int(route)
+        if not 0 <= route < self.depth:
+            raise ValueError(f"route: expected 0..{self.depth - 1}, received {route}")
+        h, w, _ = self.input_shape
+        out = {}
+        for k, conv in enumerate(self.convs):
+            kh, kw = conv.kernel_size
+            out[f"conv{k + 1}"] = (h * w * conv.out_channels * kh * kw * conv.in_channels
+                                   if k <= route else 0)
+        out["dense"] = self.dense.in_features * self.dense.out_features
+        out["total"] = sum(out.values())
+        return out
