@@ -1,25 +1,26 @@
 """The ``npskip`` command line.
 
-    npskip train --dataset mnist --epochs 20       # CNN1, the paper's baseline
+    npskip train --dataset mnist --epochs 20        # CNN1 alone, the paper's baseline
+    npskip reproduce --dataset mnist --seeds 0 1 2  # the whole paper, with a report
+    npskip reproduce --dataset mnist --quick        # a first look in a couple of minutes
 
 Every command writes into a run folder (``--out``) and resumes from what is
-already there: an interrupted training restarts at its last finished epoch.
+already there: finished stages are loaded, an interrupted training restarts at
+its last finished epoch.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import checkpoint
-from .data import DATASETS, as_float32, load
+from .data import DATASETS
 from .download import DataError
-from .model import SkipCNN
-from .optim import RMSprop
-from .train import evaluate, fit
+from .pipeline import Config, SeedRun, load_data
+from .report import write_report
+
+QUICK = {"limit": 3000, "epochs": 2}
 
 
 def parse_widths(text):
@@ -42,92 +43,90 @@ def add_common(p):
                    help="maps per conv layer, comma-separated (default 16,16,32)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--limit", type=int, default=None,
-                   help="use only the first N training and N/5 test images (quick looks)")
-    p.add_argument("--data-dir", default=None, help="data folder (default $NPSKIP_DATA or ~/.cache/npskip)")
+                   help="use only the first N training images and N/5 validation and test images")
+    p.add_argument("--data-dir", default=None,
+                   help="data folder (default $NPSKIP_DATA or ~/.cache/npskip)")
     p.add_argument("--mirror", default=None, help="data mirror base URL or folder ($NPSKIP_MIRROR)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="one log line per epoch instead of progress bars")
 
 
-def load_splits(args, seed):
-    """(x_train, y_train, x_val, y_val, x_test, y_test) as float32 images and int labels."""
-    ds = load(args.dataset, data_dir=args.data_dir, mirror=args.mirror)
-    x_tr, y_tr, x_val, y_val = ds.validation_split(args.val_fraction, seed=seed)
-    x_te, y_te = ds.x_test, ds.y_test
-    if args.limit:
-        x_tr, y_tr = x_tr[:args.limit], y_tr[:args.limit]
-        n_small = max(args.limit // 5, 1)
-        x_val, y_val, x_te, y_te = x_val[:n_small], y_val[:n_small], x_te[:n_small], y_te[:n_small]
-    return (as_float32(x_tr), y_tr, as_float32(x_val), y_val, as_float32(x_te), y_te,
-            ds.input_shape, ds.num_classes)
+def make_config(args, seeds):
+    return Config(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                  widths=args.widths, maps=getattr(args, "maps", 10),
+                  top=getattr(args, "top_images", 10), val_fraction=args.val_fraction,
+                  limit=args.limit, seeds=list(seeds))
 
 
-def train_resumable(model, path, x, y, *, routes=None, validation_data=None, epochs, batch_size,
-                    seed, progress):
-    """fit() with a checkpoint after every epoch at ``path``; resumes from it if present.
-
-    Returns (model, history). The finished model is saved at ``path`` too.
-    """
-    path = Path(path)
-    history, optimizer = None, RMSprop()
-    if path.exists():
-        model, saved_optimizer, extra = checkpoint.load(path, with_optimizer=True)
-        optimizer = saved_optimizer or optimizer
-        history = (extra or {}).get("history")
-        if history:
-            print(f"resuming {path.name} after epoch {len(history['loss'])}")
-
-    def on_epoch_end(epoch, h):
-        checkpoint.save(path, model, optimizer, extra={"history": h})
-        if not progress:       # a log line per epoch instead of a bar
-            val = (f", val_loss {h['val_loss'][-1]:.4f}, val_acc {h['val_accuracy'][-1]:.4f}"
-                   if h["val_loss"][-1] is not None else "")
-            print(f"{path.stem} epoch {epoch + 1}/{epochs}: loss {h['loss'][-1]:.4f}, "
-                  f"acc {h['accuracy'][-1]:.4f}{val} ({h['seconds'][-1]:.0f} s)", flush=True)
-
-    history = fit(model, x, y, routes=routes, epochs=epochs, batch_size=batch_size,
-                  validation_data=validation_data, seed=seed, optimizer=optimizer,
-                  history=history, progress=progress,
-                  on_epoch_end=on_epoch_end)
-    return model, history
+def log(message):
+    print(message, flush=True)
 
 
 def cmd_train(args):
     out = Path(args.out or f"runs/cnn1-{args.dataset}-seed{args.seed}")
-    out.mkdir(parents=True, exist_ok=True)
-    x_tr, y_tr, x_val, y_val, x_te, y_te, shape, classes = load_splits(args, args.seed)
-    print(f"CNN1 on {args.dataset}: {len(x_tr)} training, {len(x_val)} validation, "
-          f"{len(x_te)} test images; widths {args.widths}; seed {args.seed}")
-    model = SkipCNN(shape, classes, args.widths, seed=args.seed)
+    config = make_config(args, [args.seed])
+    data = load_data(config, args.seed, args.data_dir, args.mirror)
+    log(f"CNN1 on {args.dataset}: {len(data[1])} training, {len(data[3])} validation, "
+        f"{len(data[5])} test images; widths {args.widths}; seed {args.seed}")
     start = time.perf_counter()
-    model, history = train_resumable(
-        model, out / "cnn1.npz", x_tr, y_tr, validation_data=(x_val, y_val), epochs=args.epochs,
-        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
-    test_loss, test_acc = evaluate(model, x_te, y_te)
-    result = {
-        "dataset": args.dataset, "seed": args.seed, "widths": list(args.widths),
-        "epochs": args.epochs, "batch_size": args.batch_size,
-        "train_count": len(x_tr), "val_count": len(x_val), "test_count": len(x_te),
-        "test_loss": test_loss, "test_accuracy": test_acc, "paper_test_accuracy": 0.98,
-        "train_seconds_this_session": time.perf_counter() - start,
-        "train_seconds_all_epochs": float(sum(history["seconds"])),
-        "history": history,
-    }
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    print(f"test accuracy {test_acc:.4f} on {len(x_te)} images (paper: 0.98); "
-          f"test loss {test_loss:.4f}; training {sum(history['seconds']):.0f} s over "
-          f"{len(history['loss'])} epochs; saved {out / 'cnn1.npz'}")
+    result = SeedRun(out, config, args.seed, data, progress=not args.no_progress,
+                     log=log).run_cnn1()
+    log(f"test accuracy {result['test_accuracy']:.4f} on {result['test_count']} images "
+        f"(paper: 0.98); training {sum(result['history']['seconds']):.0f} s over "
+        f"{len(result['history']['loss'])} epochs ({time.perf_counter() - start:.0f} s this "
+        f"session); saved {out / 'cnn1.npz'} and {out / 'cnn1.json'}")
     return 0
+
+
+def cmd_reproduce(args):
+    if args.quick:
+        args.limit = args.limit or QUICK["limit"]
+        args.epochs = QUICK["epochs"] if args.epochs is None else args.epochs
+    args.epochs = 20 if args.epochs is None else args.epochs
+    out = Path(args.out or f"runs/reproduce-{args.dataset}" + ("-quick" if args.quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    config = make_config(args, args.seeds)
+    start = time.perf_counter()
+    folders, x_first = {}, None
+    for seed in args.seeds:
+        data = load_data(config, seed, args.data_dir, args.mirror)
+        log(f"seed {seed}: {len(data[1])} training, {len(data[3])} validation, {len(data[5])} "
+            f"test images of {args.dataset}; widths {config.widths}; {config.epochs} epochs")
+        folders[seed] = out / f"seed{seed}"
+        SeedRun(folders[seed], config, seed, data, progress=not args.no_progress,
+                log=log).run_all()
+        if x_first is None:
+            x_first = data[0]
+    results = write_report(out, config, folders, x_train=x_first)
+    log((out / "report.md").read_text())
+    log(f"wrote {out / 'results.json'}, {out / 'report.md'} and figures "
+        f"({time.perf_counter() - start:.0f} s this session)")
+    return 0 if results else 1
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="npskip", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
     p = sub.add_parser("train", help="train CNN1 (the full network) and report test accuracy")
     add_common(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/cnn1-<dataset>-seed<seed>)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reproduce", help="the paper end to end: CNN1, ranking, CNN2, CNN3, report")
+    add_common(p)
+    p.set_defaults(epochs=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--maps", type=int, default=10, help="maps ranked per conv layer (default 10)")
+    p.add_argument("--top-images", type=int, default=10,
+                   help="strongest images kept per map (default 10)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"first {QUICK['limit']} training images, {QUICK['epochs']} epochs")
+    p.add_argument("--out", default=None, help="run folder (default runs/reproduce-<dataset>)")
+    p.set_defaults(func=cmd_reproduce)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)

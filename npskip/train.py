@@ -10,10 +10,12 @@ machine, and a run resumed at epoch e draws exactly the batches it would have.
 """
 
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from .checks import check_array, check_finite
 from .losses import softmax_cross_entropy
 from .optim import RMSprop
@@ -91,6 +93,34 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
     return history
+
+
+def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, **fit_args):
+    """fit() with a checkpoint (model, RMSprop state, history) after every epoch at ``path``.
+
+    If ``path`` already holds a checkpoint, training resumes from it (the model
+    passed in is then replaced by the saved one); a finished checkpoint trains
+    no further. With progress=False, one log line per epoch replaces the bar.
+    Returns (model, history).
+    """
+    path = Path(path)
+    optimizer, history = RMSprop(), None
+    if path.exists():
+        model, saved, extra = checkpoint.load(path, with_optimizer=True)
+        optimizer, history = saved or optimizer, (extra or {}).get("history")
+        if history:
+            log(f"resuming {path.name} after epoch {len(history['loss'])}")
+
+    def on_epoch_end(epoch, h):
+        checkpoint.save(path, model, optimizer, extra={"history": h})
+        if not progress:
+            val = f", val_acc {h['val_accuracy'][-1]:.4f}" if h["val_accuracy"][-1] is not None else ""
+            log(f"{path.stem} epoch {epoch + 1}/{epochs}: loss {h['loss'][-1]:.4f}, "
+                f"acc {h['accuracy'][-1]:.4f}{val} ({h['seconds'][-1]:.0f} s)")
+
+    history = fit(model, x, y, epochs=epochs, optimizer=optimizer, history=history,
+                  on_epoch_end=on_epoch_end, progress=progress, **fit_args)
+    return model, history
 
 
 def predict(model, x, routes=None, batch_size=256):

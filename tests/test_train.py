@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from npskip import checkpoint
-from npskip.cli import train_resumable
+from npskip.train import fit_resumable
 from npskip.data import as_float32, fetch, load
 from npskip.model import SkipCNN
 from npskip.optim import RMSprop
@@ -48,14 +48,12 @@ def test_same_seed_same_result_bit_for_bit(rng):
 def test_resumed_training_equals_uninterrupted(rng, tmp_path):
     x, y = _toy(rng)
     full = SkipCNN((6, 6, 1), 2, widths=(10, 10, 12), seed=5)
-    train_resumable(full, tmp_path / "a.npz", x, y, epochs=3, batch_size=16, seed=2,
-                    progress=False)
+    quiet = {"batch_size": 16, "seed": 2, "progress": False, "log": lambda m: None}
+    fit_resumable(full, tmp_path / "a.npz", x, y, epochs=3, **quiet)
     part = SkipCNN((6, 6, 1), 2, widths=(10, 10, 12), seed=5)
-    train_resumable(part, tmp_path / "b.npz", x, y, epochs=1, batch_size=16, seed=2,
-                    progress=False)                    # "interrupted" after epoch 1
-    resumed, hist = train_resumable(SkipCNN((6, 6, 1), 2, widths=(10, 10, 12), seed=99),
-                                    tmp_path / "b.npz", x, y, epochs=3, batch_size=16, seed=2,
-                                    progress=False)
+    fit_resumable(part, tmp_path / "b.npz", x, y, epochs=1, **quiet)   # "interrupted"
+    resumed, hist = fit_resumable(SkipCNN((6, 6, 1), 2, widths=(10, 10, 12), seed=99),
+                                  tmp_path / "b.npz", x, y, epochs=3, **quiet)
     assert len(hist["loss"]) == 3
     assert all(np.array_equal(a, b) for a, b in zip(_weights(full), _weights(resumed)))
 
@@ -152,9 +150,9 @@ def test_cli_train_end_to_end(mnist, tmp_path):
            "--no-progress"]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    result = json.loads((tmp_path / "run" / "cnn1.json").read_text())
     assert result["test_count"] == 200 and 0.5 < result["test_accuracy"] <= 1
     assert "test accuracy" in run.stdout and (tmp_path / "run" / "cnn1.npz").exists()
-    # a second run finds every epoch done and trains nothing more
+    # a second run finds the stage done and trains nothing more
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    assert "resuming cnn1.npz after epoch 1" in again.stdout
+    assert "cnn1: done before" in again.stdout

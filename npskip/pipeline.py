@@ -1,0 +1,323 @@
+"""The paper's three networks end to end, as resumable stages in a run folder.
+
+    cnn1        train CNN1 (the full network) on the training split
+    ranking     strongest activations of CNN1 -> labelled images (npskip.ranking)
+    cnn2        the router: a CNN predicting the label from the pixels
+    cnn3_paper  CNN3 trained, validated and tested on the labelled images, routed
+                by their activation labels (the paper's literal protocol)
+    routes      CNN2's route for every training, validation and test image
+    cnn3_deploy CNN3 trained on the full training set with CNN2's routes, tested
+                on the standard test set with CNN2's routes
+    controls    CNN3-deploy on the test set under other routings: all route 0,
+                all route 1, random routes in CNN2's proportions, the oracle
+    efficiency  multiply-adds and measured wall-clock of routed inference vs CNN1
+
+Each stage writes ``<stage>.json`` (and a checkpoint where it trains) into the
+seed's folder when it finishes; a rerun loads finished stages instead of
+redoing them, and an interrupted training resumes at its last epoch.
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint
+from .data import as_float32, load
+from .model import SkipCNN
+from .ranking import rank
+from .stats import confusion_matrix, majority_baseline, stratified_split, wilson_interval
+from .train import evaluate, fit_resumable, predict
+
+PAPER = {"cnn1_test_accuracy": 0.98, "cnn2_test_accuracy": 0.62,
+         "cnn3_test_accuracy": "close to 1.00", "efficiency": "improved (not measured)"}
+
+
+@dataclass
+class Config:
+    """Everything a run depends on; saved as config.json in the run folder."""
+    dataset: str = "mnist"
+    epochs: int = 20
+    batch_size: int = 128
+    widths: tuple = (16, 16, 32)
+    maps: int = 10
+    top: int = 10
+    val_fraction: float = 0.1
+    limit: int = None          # use the first N training images (and N/5 test images)
+    seeds: list = field(default_factory=lambda: [0])
+    timing_repeats: int = 3
+
+
+def write_json(path, obj):
+    """Write JSON atomically (temporary name, then rename)."""
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    os.replace(tmp, path)
+
+
+def _jsonable(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-able: {type(o).__name__}")
+
+
+def save_arrays(path, **arrays):
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def accuracy_record(correct, n):
+    """{"test_accuracy", "test_count", "ci95"} for `correct` right out of n."""
+    return {"test_accuracy": correct / n if n else None, "test_count": int(n),
+            "ci95": wilson_interval(int(correct), int(n))}
+
+
+class SeedRun:
+    """One seed of the pipeline, in ``folder``; stages are methods, results are cached."""
+
+    def __init__(self, folder, config, seed, data, progress=True, log=print):
+        self.folder, self.config, self.seed = Path(folder), config, seed
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.progress, self.log = progress, log
+        self.x_tr, self.y_tr, self.x_val, self.y_val, self.x_te, self.y_te, \
+            self.input_shape, self.num_classes = data
+        self.results = {}
+
+    # -- helpers ---------------------------------------------------------
+    def stage(self, name, fn):
+        path = self.folder / f"{name}.json"
+        if path.exists():
+            self.results[name] = json.loads(path.read_text())
+            self.log(f"[seed {self.seed}] {name}: done before, loaded {path.name}")
+            return self.results[name]
+        self.log(f"[seed {self.seed}] {name}: running")
+        start = time.perf_counter()
+        result = fn()
+        result["stage_seconds"] = time.perf_counter() - start
+        write_json(path, result)
+        self.results[name] = result
+        return result
+
+    def model(self, name):
+        return checkpoint.load(self.folder / f"{name}.npz")
+
+    def new_model(self, classes, network):
+        """Fresh weights for CNN ``network`` (1, 2, 3): CNN1 is seeded by the seed
+        alone, as ``npskip train`` does; the others by (seed, network)."""
+        seed = self.seed if network == 1 else [self.seed, network]
+        return SkipCNN(self.input_shape, classes, self.config.widths, seed=seed)
+
+    def train(self, name, model, x, y, routes=None, val=None):
+        """Train with a checkpoint per epoch (resumable). Returns (model, history)."""
+        return fit_resumable(model, self.folder / f"{name}.npz", x, y, routes=routes,
+                             epochs=self.config.epochs, batch_size=self.config.batch_size,
+                             validation_data=val, seed=self.seed, progress=self.progress,
+                             log=lambda m: self.log(f"[seed {self.seed}] {m}"))
+
+    # -- stages ----------------------------------------------------------
+    def run_cnn1(self):
+        def go():
+            model, hist = self.train("cnn1", self.new_model(self.num_classes, 1),
+                                     self.x_tr, self.y_tr, val=(self.x_val, self.y_val))
+            loss, acc = evaluate(model, self.x_te, self.y_te)
+            correct = int(round(acc * len(self.y_te)))
+            return {**accuracy_record(correct, len(self.y_te)), "test_loss": loss,
+                    "train_count": len(self.y_tr), "val_count": len(self.y_val),
+                    "history": hist, "flops_per_image": model.flops()["total"]}
+        return self.stage("cnn1", go)
+
+    def run_ranking(self):
+        def go():
+            r = rank(self.model("cnn1"), self.x_tr, self.config.maps, self.config.top,
+                     progress=self.progress)
+            save_arrays(self.folder / "ranking.npz", indices=r["indices"], labels=r["labels"],
+                        picks=r["picks"], tops=np.stack(r["tops"]))
+            counts = np.bincount(r["labels"], minlength=len(self.config.widths))
+            return {"label_counts": counts.tolist(), "unique_images": len(r["indices"]),
+                    "total_picks": int(r["picks"].sum()),
+                    "images_picked_more_than_once": int(np.count_nonzero(r["picks"] > 1)),
+                    "maps": self.config.maps, "top": self.config.top,
+                    "ranked_over": len(self.x_tr)}
+        return self.stage("ranking", go)
+
+    def labelled(self):
+        """(images, digit labels, route labels, split positions) of the ranked images."""
+        r = np.load(self.folder / "ranking.npz", allow_pickle=False)
+        idx, routes = r["indices"], r["labels"]
+        split = stratified_split(routes, seed=self.seed)
+        return self.x_tr[idx], self.y_tr[idx], routes, split
+
+    def run_cnn2(self):
+        def go():
+            x, _, routes, (tr, val, te) = self.labelled()
+            depth = len(self.config.widths)
+            model, hist = self.train("cnn2", self.new_model(depth, 2), x[tr], routes[tr],
+                                     val=(x[val], routes[val]))
+            pred = predict(model, x[te]).argmax(axis=1)
+            correct = int(np.count_nonzero(pred == routes[te]))
+            return {**accuracy_record(correct, len(te)),
+                    "majority_baseline": majority_baseline(routes[tr], routes[te]),
+                    "confusion_matrix": confusion_matrix(routes[te], pred, depth).tolist(),
+                    "split_counts": {name: np.bincount(routes[s], minlength=depth).tolist()
+                                     for name, s in (("train", tr), ("val", val), ("test", te))},
+                    "history": hist, "flops_per_image": model.flops()["total"]}
+        return self.stage("cnn2", go)
+
+    def run_cnn3_paper(self):
+        def go():
+            x, y, routes, (tr, val, te) = self.labelled()
+            model, hist = self.train("cnn3_paper", self.new_model(self.num_classes, 3), x[tr],
+                                     y[tr], routes=routes[tr], val=(x[val], y[val], routes[val]))
+            pred = predict(model, x[te], routes[te]).argmax(axis=1)
+            correct = int(np.count_nonzero(pred == y[te]))
+            return {**accuracy_record(correct, len(te)),
+                    "train_count": len(tr), "val_count": len(val),
+                    "majority_baseline": majority_baseline(y[tr], y[te]), "history": hist}
+        return self.stage("cnn3_paper", go)
+
+    def run_routes(self):
+        def go():
+            router = self.model("cnn2")
+            out = {name: predict(router, x).argmax(axis=1)
+                   for name, x in (("train", self.x_tr), ("val", self.x_val), ("test", self.x_te))}
+            save_arrays(self.folder / "routes.npz", **out)
+            depth = len(self.config.widths)
+            return {f"{k}_route_counts": np.bincount(v, minlength=depth).tolist()
+                    for k, v in out.items()}
+        return self.stage("routes", go)
+
+    def cnn2_routes(self):
+        r = np.load(self.folder / "routes.npz", allow_pickle=False)
+        return r["train"], r["val"], r["test"]
+
+    def run_cnn3_deploy(self):
+        def go():
+            r_tr, r_val, r_te = self.cnn2_routes()
+            model, hist = self.train("cnn3_deploy", self.new_model(self.num_classes, 3),
+                                     self.x_tr, self.y_tr, routes=r_tr,
+                                     val=(self.x_val, self.y_val, r_val))
+            pred = predict(model, self.x_te, r_te).argmax(axis=1)
+            correct = int(np.count_nonzero(pred == self.y_te))
+            flops = np.array([model.flops(r)["total"] for r in r_te], dtype=np.float64)
+            return {**accuracy_record(correct, len(r_te)),
+                    "route_counts": np.bincount(r_te, minlength=model.depth).tolist(),
+                    "flops_fraction": float(flops.mean() / model.flops()["total"]),
+                    "history": hist}
+        return self.stage("cnn3_deploy", go)
+
+    def run_controls(self):
+        def go():
+            model = self.model("cnn3_deploy")
+            depth, n = model.depth, len(self.y_te)
+            _, _, r_cnn2 = self.cnn2_routes()
+            # right[r, i]: is CNN3-deploy right on test image i when it takes route r?
+            right = np.stack([predict(model, self.x_te, np.full(n, r)).argmax(axis=1) == self.y_te
+                              for r in range(depth)])
+            full = model.flops()["total"]
+            route_flops = np.array([model.flops(r)["total"] for r in range(depth)])
+            rng = np.random.default_rng(self.seed)
+            anyright = right.any(axis=0)
+            oracle = np.where(anyright, right.argmax(axis=0), depth - 1)   # cheapest right route
+            routings = {"cnn2": r_cnn2, "random_cnn2_proportions": rng.permutation(r_cnn2),
+                        "oracle": oracle}
+            routings.update({f"all_route_{r}": np.full(n, r) for r in range(depth)})
+            out = {"cnn1": {**accuracy_record(
+                int(round(self.results["cnn1"]["test_accuracy"] * n)), n), "flops_fraction": 1.0}}
+            for name, routes in routings.items():
+                correct = int(np.count_nonzero(right[routes, np.arange(n)]))
+                out[name] = {**accuracy_record(correct, n),
+                             "flops_fraction": float(route_flops[routes].mean() / full),
+                             "route_counts": np.bincount(routes, minlength=depth).tolist()}
+            out["oracle"]["note"] = ("cheapest route on which CNN3-deploy is right; images wrong "
+                                     "on every route count as wrong on the full route")
+            return out
+        return self.stage("controls", go)
+
+    def run_efficiency(self):
+        def go():
+            cnn1, router, cnn3 = self.model("cnn1"), self.model("cnn2"), self.model("cnn3_deploy")
+            _, _, r_te = self.cnn2_routes()
+            full = cnn1.flops()["total"]
+            per_image = np.array([cnn3.flops(r)["total"] for r in r_te], dtype=np.float64)
+            with_router = per_image + router.flops()["total"]
+            t_cnn1, t_routed = time_routed_inference(cnn1, router, cnn3, self.x_te,
+                                                     self.config.timing_repeats)
+            return {
+                "route_counts": np.bincount(r_te, minlength=cnn3.depth).tolist(),
+                "cnn1_flops_per_image": full,
+                "router_flops_per_image": router.flops()["total"],
+                "flops_per_image_without_router": {"mean": per_image.mean(), "std": per_image.std()},
+                "flops_per_image_with_router": {"mean": with_router.mean(), "std": with_router.std()},
+                "flops_fraction_without_router": per_image.mean() / full,
+                "flops_fraction_with_router": with_router.mean() / full,
+                "wall_seconds_cnn1": t_cnn1, "wall_seconds_router_plus_cnn3": t_routed,
+                "wall_fraction": float(np.median(t_routed) / np.median(t_cnn1)),
+                "timed_images": len(r_te), "timing_repeats": self.config.timing_repeats,
+            }
+        return self.stage("efficiency", go)
+
+    def run_all(self):
+        for stage in (self.run_cnn1, self.run_ranking, self.run_cnn2, self.run_cnn3_paper,
+                      self.run_routes, self.run_cnn3_deploy, self.run_controls,
+                      self.run_efficiency):
+            stage()
+        return self.results
+
+
+def routed_predict(router, model, x, batch_size=256):
+    """CNN2 picks each image's route, then CNN3 runs the images sorted by route.
+
+    Sorting by route makes each batch (nearly) one route, so each conv layer runs
+    on large sub-batches. Returns (logits (N, classes), routes (N,)).
+    """
+    routes = predict(router, x, batch_size=batch_size).argmax(axis=1)
+    order = np.argsort(routes, kind="stable")
+    logits = np.empty((len(x), model.num_classes), dtype=model.dtype)
+    logits[order] = predict(model, x[order], routes[order], batch_size=batch_size)
+    return logits, routes
+
+
+def time_routed_inference(cnn1, router, cnn3, x, repeats=3):
+    """Wall-clock seconds of CNN1 alone and of router + routed CNN3 on x, ``repeats`` each.
+
+    The two are interleaved so that a slow spell of a shared machine hits both.
+    """
+    predict(cnn1, x[:256])                       # compile and warm the buffers first
+    routed_predict(router, cnn3, x[:256])
+    t1, t2 = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(cnn1, x)
+        t1.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        routed_predict(router, cnn3, x)
+        t2.append(time.perf_counter() - start)
+    return t1, t2
+
+
+def load_data(config, seed, data_dir=None, mirror=None):
+    """Float32 splits for one seed (the validation split depends on the seed)."""
+    ds = load(config.dataset, data_dir=data_dir, mirror=mirror)
+    x_tr, y_tr, x_val, y_val = ds.validation_split(config.val_fraction, seed=seed)
+    x_te, y_te = ds.x_test, ds.y_test
+    if config.limit:
+        small = max(config.limit // 5, 1)
+        x_tr, y_tr = x_tr[:config.limit], y_tr[:config.limit]
+        x_val, y_val, x_te, y_te = x_val[:small], y_val[:small], x_te[:small], y_te[:small]
+    return (as_float32(x_tr), y_tr, as_float32(x_val), y_val, as_float32(x_te), y_te,
+            ds.input_shape, ds.num_classes)
+
+
+def config_dict(config):
+    d = asdict(config)
+    d["widths"] = list(config.widths)
+    return d

@@ -1,0 +1,266 @@
+"""results.json, report.md and the figures of a reproduction run.
+
+Numbers come only from the stage files of the run; nothing here computes a
+result, so the report cannot disagree with what was measured. Several seeds
+are summarised as mean and (population) standard deviation over the seeds.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .pipeline import PAPER, config_dict, write_json
+
+STAGES = ("cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
+          "efficiency")
+DROP = {"history", "stage_seconds"}
+
+
+def seed_results(folder):
+    """The stage results of one seed folder, histories left out, wall_fraction copied
+    into cnn3_deploy (where results.json promises it)."""
+    out = {}
+    for stage in STAGES:
+        path = Path(folder) / f"{stage}.json"
+        if path.exists():
+            out[stage] = {k: v for k, v in json.loads(path.read_text()).items() if k not in DROP}
+    if "efficiency" in out and "cnn3_deploy" in out:
+        eff = out["efficiency"]
+        out["cnn3_deploy"]["wall_fraction"] = eff["wall_fraction"]
+        out["cnn3_deploy"]["flops_fraction_with_router"] = eff["flops_fraction_with_router"]
+    return out
+
+
+def _flatten(d, prefix=""):
+    flat = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def _unflatten(flat):
+    out = {}
+    for key, v in flat.items():
+        node = out
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return out
+
+
+def summarize(config, per_seed):
+    """results.json content: the figures (mean over seeds), their std, and every seed's own."""
+    flats = [_flatten(r) for r in per_seed.values()]
+    mean, std = {}, {}
+    for key in flats[0]:
+        values = [f.get(key) for f in flats]
+        try:
+            arr = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            mean[key] = values[0]
+            continue
+        mean[key] = arr.mean(axis=0).tolist() if arr.ndim > 1 else float(arr.mean())
+        std[key] = arr.std(axis=0).tolist() if arr.ndim > 1 else float(arr.std())
+    if len(per_seed) == 1:
+        mean = flats[0]
+    results = _unflatten(mean)
+    results.update({"config": config_dict(config), "seeds": list(per_seed), "paper": PAPER,
+                    "std_over_seeds": _unflatten(std) if len(per_seed) > 1 else None,
+                    "per_seed": {str(s): r for s, r in per_seed.items()}})
+    return results
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _acc_cell(results, key, n_seeds):
+    """'98.91% ± 0.05 (3 seeds, 10000 test images each)' or with the 95% interval for one seed."""
+    node = results
+    for p in key.split("."):
+        node = node[p]
+    text = _pct(node["test_accuracy"])
+    if n_seeds > 1:
+        sd = results["std_over_seeds"]
+        for p in key.split("."):
+            sd = sd[p]
+        text += f" ± {100 * sd['test_accuracy']:.2f} ({n_seeds} seeds)"
+    else:
+        lo, hi = node["ci95"]
+        text += f" (95% CI {100 * lo:.1f}-{100 * hi:.1f})"
+    return text + f", n = {node['test_count']:.0f}"
+
+
+def write_markdown(results, path):
+    n = len(results["seeds"])
+    c1, c2, p3, d3 = results["cnn1"], results["cnn2"], results["cnn3_paper"], results["cnn3_deploy"]
+    eff, ctrl, cfg = results["efficiency"], results["controls"], results["config"]
+    lines = [
+        f"# npskip reproduction on {cfg['dataset']}",
+        "",
+        f"Seeds {results['seeds']}; widths {cfg['widths']}; {cfg['epochs']} epochs; batch "
+        f"{cfg['batch_size']}; ranking of the first {cfg['maps']} maps, top {cfg['top']} images"
+        + (f"; **subset: first {cfg['limit']} training images**" if cfg.get("limit") else "")
+        + ". Figures are means over seeds (± standard deviation across seeds) or, for one seed, "
+          "with a 95% Wilson interval; n is the number of test images.",
+        "",
+        "| quantity | paper | npskip |",
+        "| --- | --- | --- |",
+        f"| CNN1 test accuracy | 98% | {_acc_cell(results, 'cnn1', n)} |",
+        f"| labelled images (unique), per label 0/1/2 | 300 picks | "
+        f"{results['ranking']['unique_images']:.0f}, "
+        f"{' / '.join(f'{v:.0f}' for v in results['ranking']['label_counts'])} |",
+        f"| CNN2 (router) test accuracy | 62% | {_acc_cell(results, 'cnn2', n)}; "
+        f"majority-label baseline {_pct(c2['majority_baseline'])} |",
+        f"| CNN3, paper protocol (labelled images only) | close to 100% | "
+        f"{_acc_cell(results, 'cnn3_paper', n)} |",
+        f"| CNN3, deploy protocol (full test set, CNN2's routes) | - | "
+        f"{_acc_cell(results, 'cnn3_deploy', n)} |",
+        f"| multiply-adds vs CNN1, router excluded | \"improved\" | "
+        f"{eff['flops_fraction_without_router']:.3f} |",
+        f"| multiply-adds vs CNN1, router included | not counted | "
+        f"{eff['flops_fraction_with_router']:.3f} |",
+        f"| wall-clock of router + CNN3 vs CNN1 (same run) | not measured | "
+        f"{eff['wall_fraction']:.3f} |",
+        "",
+        f"CNN3-deploy test routes 0/1/2: {' / '.join(f'{v:.0f}' for v in d3['route_counts'])}.",
+        "",
+        "## Controls (CNN3-deploy on the same test set)",
+        "",
+        "| routing | accuracy | multiply-adds vs CNN1 (router excluded) |",
+        "| --- | --- | --- |",
+    ]
+    for name, row in ctrl.items():
+        if isinstance(row, dict) and "test_accuracy" in row:
+            lines.append(f"| {name} | {_pct(row['test_accuracy'])} | {row['flops_fraction']:.3f} |")
+    lines += ["", "## What holds", "", verdict(results), ""]
+    Path(path).write_text("\n".join(lines))
+
+
+def verdict(results):
+    """A plain paragraph comparing our figures with the paper's claims."""
+    c1, c2 = results["cnn1"]["test_accuracy"], results["cnn2"]
+    p3, d3 = results["cnn3_paper"], results["cnn3_deploy"]
+    eff, ctrl = results["efficiency"], results["controls"]
+    s = []
+    s.append(f"CNN1 reaches {_pct(c1)} against the paper's 98%: "
+             + ("the baseline holds." if c1 >= 0.98 else "below the paper's figure."))
+    lo, hi = c2["ci95"]
+    beats = c2["test_accuracy"] > c2["majority_baseline"]
+    s.append(f"The router scores {_pct(c2['test_accuracy'])} on only {c2['test_count']:.0f} test "
+             f"images (paper: 62%), against {_pct(c2['majority_baseline'])} for always guessing "
+             f"the commonest label; " + ("it beats that baseline" if beats else
+                                         "it does not beat that baseline") +
+             f", and with so few test images its interval runs from {_pct(lo)} to {_pct(hi)}.")
+    s.append(f"CNN3 under the paper's protocol scores {_pct(p3['test_accuracy'])} on "
+             f"{p3['test_count']:.0f} labelled test images; the paper's 'close to 100%' "
+             + ("holds." if p3["test_accuracy"] >= 0.98 else "does not hold here.")
+             + " That protocol tests on images picked by CNN1's activations, which a new image "
+               "does not have, so it says little about deployment.")
+    s.append(f"Deployed (CNN2 routes every test image), CNN3 scores {_pct(d3['test_accuracy'])} "
+             f"against CNN1's {_pct(c1)}, and random routes in the same proportions score "
+             f"{_pct(ctrl['random_cnn2_proportions']['test_accuracy'])}.")
+    s.append(f"Compute: CNN3 alone needs {eff['flops_fraction_without_router']:.2f} of CNN1's "
+             f"multiply-adds, but with the router counted {eff['flops_fraction_with_router']:.2f}, "
+             f"and measured wall-clock is {eff['wall_fraction']:.2f} of CNN1's: "
+             + ("the efficiency claim holds." if eff["flops_fraction_with_router"] < 1
+                and eff["wall_fraction"] < 1 else
+                "with the router paid for, the paper's efficiency claim does not hold.")
+             + f" The oracle routing ({_pct(ctrl['oracle']['test_accuracy'])} at "
+               f"{ctrl['oracle']['flops_fraction']:.2f} of the multiply-adds) shows how much a "
+               "better router could save.")
+    return " ".join(s)
+
+
+# --------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------
+
+def write_figures(out, seed_folder, x_train, results):
+    """PNGs from one seed's folder: training curves, top images per layer, CNN2's confusion
+    matrix, accuracy against compute. Returns the list of files written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out, seed_folder = Path(out), Path(seed_folder)
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+        written.append(name)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for stage in ("cnn1", "cnn3_deploy", "cnn2"):
+        path = seed_folder / f"{stage}.json"
+        if not path.exists():
+            continue
+        h = json.loads(path.read_text())["history"]
+        epochs = np.arange(1, len(h["loss"]) + 1)
+        axes[0].plot(epochs, h["loss"], label=f"{stage} train")
+        axes[1].plot(epochs, h["accuracy"], label=f"{stage} train")
+        if h["val_accuracy"][0] is not None:
+            axes[0].plot(epochs, h["val_loss"], "--", label=f"{stage} val")
+            axes[1].plot(epochs, h["val_accuracy"], "--", label=f"{stage} val")
+    axes[0].set(xlabel="epoch", ylabel="loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="accuracy")
+    axes[1].legend(fontsize=7)
+    save(fig, "training_curves.png")
+
+    tops = np.load(seed_folder / "ranking.npz", allow_pickle=False)["tops"]   # (L, M, K)
+    for layer, grid in enumerate(tops):
+        m, k = grid.shape
+        fig, axes = plt.subplots(m, k, figsize=(k * 0.8, m * 0.8))
+        for i in range(m):
+            for j in range(k):
+                ax = np.atleast_2d(axes)[i, j]
+                img = x_train[grid[i, j]]
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+                ax.set_xticks([]), ax.set_yticks([])
+            np.atleast_2d(axes)[i, 0].set_ylabel(f"map {i}", fontsize=6)
+        fig.suptitle(f"conv{layer + 1}: top {k} images of each of the first {m} maps", fontsize=9)
+        save(fig, f"top_images_conv{layer + 1}.png")
+
+    cm = np.array(results["cnn2"]["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, f"{v:.0f}", ha="center", va="center")
+    ax.set(xlabel="predicted route", ylabel="activation label",
+           title=f"CNN2 on {results['cnn2']['test_count']:.0f} test images")
+    save(fig, "cnn2_confusion.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    router = results["efficiency"]["flops_fraction_with_router"] - \
+        results["efficiency"]["flops_fraction_without_router"]
+    for name, row in results["controls"].items():
+        if isinstance(row, dict) and "test_accuracy" in row:
+            ax.scatter(row["flops_fraction"], 100 * row["test_accuracy"], label=name)
+    ax.scatter(results["efficiency"]["flops_fraction_with_router"],
+               100 * results["cnn3_deploy"]["test_accuracy"], marker="x", color="k",
+               label="cnn2 routes, router counted")
+    ax.set(xlabel="multiply-adds per image / CNN1's", ylabel="test accuracy (%)",
+           title=f"accuracy against compute (router adds {router:.2f})")
+    ax.legend(fontsize=7)
+    save(fig, "accuracy_vs_compute.png")
+    return written
+
+
+def write_report(out, config, seed_folders, x_train=None):
+    """Write results.json, report.md and (if x_train is given) the figures into ``out``."""
+    per_seed = {seed: seed_results(folder) for seed, folder in seed_folders.items()}
+    results = summarize(config, per_seed)
+    write_json(Path(out) / "results.json", results)
+    write_markdown(results, Path(out) / "report.md")
+    if x_train is not None:
+        first = next(iter(seed_folders.values()))
+        write_figures(out, first, x_train, results)
+    return results

@@ -1,0 +1,127 @@
+"""The paper's pipeline: ranking against brute force, small-sample statistics,
+and `npskip reproduce --quick` end to end on real MNIST, with resuming."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npskip.model import SkipCNN
+from npskip.ranking import label_images, rank, top_images
+from npskip.stats import confusion_matrix, majority_baseline, stratified_split, wilson_interval
+
+from test_data import MIRROR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ranking_equals_brute_force(rng):
+    model = SkipCNN((6, 5, 1), 3, widths=(10, 11, 12), seed=2)
+    x = rng.random((23, 6, 5, 1), dtype=np.float32)
+    x[7] = x[3]          # identical images tie on every map: the lower index must win
+    x[15] = x[3]
+    r = rank(model, x, maps=4, top=3, batch_size=5)      # batches of 5: streaming is exercised
+    label, picks = {}, {}
+    for layer in range(3):
+        # brute force: all activations at once, then sort by (-score, index) in Python
+        model.forward(x)
+        act = model.relus[layer].cache
+        for j in range(4):
+            scores = [float(np.mean(np.abs(act[i, :, :, j]))) for i in range(len(x))]
+            best = sorted(range(len(x)), key=lambda i: (-scores[i], i))[:3]
+            np.testing.assert_array_equal(r["tops"][layer][j], best)
+            np.testing.assert_allclose(r["scores"][layer][:, j], scores, rtol=1e-6)
+            for i in best:
+                label[i] = max(label.get(i, -1), layer)
+                picks[i] = picks.get(i, 0) + 1
+    np.testing.assert_array_equal(r["indices"], sorted(label))
+    np.testing.assert_array_equal(r["labels"], [label[i] for i in sorted(label)])
+    np.testing.assert_array_equal(r["picks"], [picks[i] for i in sorted(label)])
+
+
+def test_ties_and_repeats_by_hand():
+    scores = np.array([[1.0, 0.0], [3.0, 5.0], [3.0, 5.0], [2.0, 0.0]])
+    np.testing.assert_array_equal(top_images(scores, 2), [[1, 2], [1, 2]])
+    # image 1 picked by layers 0 and 2, image 4 by layer 1: labels 2 and 1
+    idx, labels, picks = label_images([np.array([[1, 3]]), np.array([[4, 3]]), np.array([[1, 0]])])
+    assert idx.tolist() == [0, 1, 3, 4]
+    assert labels.tolist() == [2, 2, 1, 1] and picks.tolist() == [1, 2, 2, 1]
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(7, 10)
+    assert abs(lo - 0.3968) < 1e-3 and abs(hi - 0.8922) < 1e-3
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(10, 10)[1] == 1.0
+
+
+def test_stratified_split_covers_small_labels():
+    labels = np.array([0] * 3 + [1] * 20 + [2] * 2)
+    tr, val, te = stratified_split(labels, seed=1)
+    assert sorted(np.concatenate([tr, val, te]).tolist()) == list(range(25))
+    assert set(labels[te]) == {0, 1} and set(labels[val]) == {0, 1}
+    assert np.all(labels[np.isin(np.arange(25), tr)] >= 0) and 2 not in labels[te]
+    np.testing.assert_array_equal(stratified_split(labels, seed=1)[2], te)
+
+
+def test_confusion_and_baseline():
+    assert confusion_matrix([0, 1, 1, 2], [0, 2, 1, 2], 3).tolist() == [[1, 0, 0], [0, 1, 1],
+                                                                       [0, 0, 1]]
+    assert majority_baseline([2, 2, 1], [2, 0, 2, 2]) == 0.75
+
+
+REQUIRED = ["cnn1.test_accuracy", "ranking.label_counts", "cnn2.test_accuracy", "cnn2.test_count",
+            "cnn2.majority_baseline", "cnn3_paper.test_accuracy", "cnn3_paper.test_count",
+            "cnn3_deploy.test_accuracy", "cnn3_deploy.route_counts", "cnn3_deploy.flops_fraction",
+            "cnn3_deploy.wall_fraction"] + [
+    f"controls.{c}.test_accuracy" for c in ("cnn1", "all_route_0", "all_route_1",
+                                           "random_cnn2_proportions", "oracle")]
+
+
+def _get(d, dotted):
+    for p in dotted.split("."):
+        d = d[p]
+    return d
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    out = tmp_path_factory.mktemp("run")
+    cmd = [sys.executable, "-m", "npskip.cli", "reproduce", "--dataset", "mnist", "--quick",
+           "--no-progress", "--data-dir", str(data), "--mirror", MIRROR.as_uri(),
+           "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return cmd, out, run
+
+
+def test_reproduce_quick_writes_every_field(quick_run):
+    _, out, run = quick_run
+    results = json.loads((out / "results.json").read_text())
+    for key in REQUIRED:
+        value = _get(results, key)
+        if key.endswith("accuracy") or key.endswith("baseline"):
+            assert 0 <= value <= 1, (key, value)
+    assert sum(_get(results, "cnn3_deploy.route_counts")) == 600
+    assert _get(results, "cnn2.test_count") >= 1
+    assert results["paper"]["cnn2_test_accuracy"] == 0.62
+    for name in ("report.md", "training_curves.png", "top_images_conv1.png",
+                 "top_images_conv3.png", "cnn2_confusion.png", "accuracy_vs_compute.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "## What holds" in (out / "report.md").read_text()
+
+
+def test_reproduce_resumes_only_the_missing_stage(quick_run):
+    cmd, out, _ = quick_run
+    before = json.loads((out / "seed0" / "cnn1.json").read_text())
+    (out / "seed0" / "controls.json").unlink()
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ran = [line for line in run.stdout.splitlines() if line.endswith(": running")]
+    assert ran == ["[seed 0] controls: running"], ran
+    assert json.loads((out / "seed0" / "cnn1.json").read_text()) == before
+    assert (out / "seed0" / "controls.json").exists()
