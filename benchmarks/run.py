@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""npskip's speed, measured against peers in the same run on the same machine.
+
+    python benchmarks/run.py                 # every table (a few minutes)
+    python benchmarks/run.py --json out.json # ... and the figures as JSON
+    python benchmarks/run.py --quick         # tiny repeats: checks the script, not the speed
+
+Tables: training-step and inference throughput of CNN1 (npskip, PyTorch CPU with
+the same thread count, plain-NumPy im2col) on MNIST and CIFAR shapes; per-layer
+forward and backward; routed inference (router + CNN3) against CNN1 for several
+route mixes beside their FLOPs fraction; peak memory of a training step; numba's
+first-call cost with a cold and a warm cache. Every figure is the median of
+repeated runs with min and max; ratios are npskip over the peer (above 1: npskip
+is faster). Nothing here is asserted: shared machines are noisy.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from npskip.losses import softmax_cross_entropy  # noqa: E402
+from npskip.model import SkipCNN  # noqa: E402
+from npskip.optim import RMSprop  # noqa: E402
+from npskip.pipeline import routed_predict  # noqa: E402,F401
+from npskip.train import predict  # noqa: E402
+from peers import numpy_cnn, torch_cnn  # noqa: E402
+
+WIDTHS = (16, 16, 32)
+BATCH = 128
+
+
+def timeit(fn, repeats, warmup=2):
+    """Seconds per call: {"median", "min", "max", "runs"} over ``repeats`` timed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median": float(np.median(times)), "min": min(times), "max": max(times),
+            "runs": repeats}
+
+
+def rate(t, images):
+    """Images per second (median, min, max) from seconds per call."""
+    return {"median": images / t["median"], "min": images / t["max"], "max": images / t["min"]}
+
+
+def npskip_step(model, opt, x, y):
+    def step():
+        _, d = softmax_cross_entropy(model.forward(x), y)
+        model.backward(d)
+        opt.step(model.ran_layers())
+    return step
+
+
+def torch_step(torch, model, opt, x, y):
+    loss_fn = torch.nn.functional.cross_entropy
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def bench_network(shape, classes, repeats, torch, infer_batch=256):
+    rng = np.random.default_rng(0)
+    x = rng.random((BATCH,) + shape, dtype=np.float32)
+    xi = rng.random((infer_batch,) + shape, dtype=np.float32)
+    y = rng.integers(0, classes, BATCH)
+    rows = {}
+    ours = SkipCNN(shape, classes, WIDTHS)
+    rows["npskip"] = {"train": rate(timeit(npskip_step(ours, RMSprop(), x, y), repeats), BATCH),
+                      "infer": rate(timeit(lambda: ours.forward(xi), repeats), infer_batch)}
+    plain = numpy_cnn(shape, classes, WIDTHS)
+    rows["numpy"] = {"train": rate(timeit(npskip_step(plain, RMSprop(), x, y), repeats), BATCH),
+                     "infer": rate(timeit(lambda: plain.forward(xi), repeats), infer_batch)}
+    if torch is not None:
+        tm, topt = torch_cnn(shape, classes, WIDTHS)
+        tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+        txi = torch.from_numpy(xi.transpose(0, 3, 1, 2).copy())
+        ty = torch.from_numpy(y)
+
+        def infer():
+            with torch.no_grad():
+                tm(txi)
+        rows["torch"] = {"train": rate(timeit(torch_step(torch, tm, topt, tx, ty), repeats), BATCH),
+                         "infer": rate(timeit(infer, repeats), infer_batch)}
+    return rows
+
+
+def bench_layers(repeats, torch):
+    """Forward and backward of each conv layer of CNN1 at batch 128, MNIST shapes."""
+    from npskip.layers import Conv2D
+    from peers import NumpyConv2D
+    rng = np.random.default_rng(0)
+    rows = []
+    ins = (1,) + WIDTHS[:-1]
+    for k, (c_in, c_out) in enumerate(zip(ins, WIDTHS)):
+        x = rng.random((BATCH, 28, 28, c_in), dtype=np.float32)
+        d = rng.random((BATCH, 28, 28, c_out), dtype=np.float32)
+        row = {"layer": f"conv{k + 1} {c_in}->{c_out}"}
+        for name, layer in (("npskip", Conv2D(c_in, c_out)), ("numpy", NumpyConv2D(c_in, c_out))):
+            row[f"{name}_forward"] = timeit(lambda: layer.forward(x), repeats)
+            layer.forward(x)
+            saved = layer.cache              # backward consumes the cache: hand it back each time
+
+            def backward(layer=layer, saved=saved):
+                layer.cache = saved
+                layer.backward(d)
+            row[f"{name}_backward"] = timeit(backward, repeats)
+        if torch is not None:
+            conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
+            tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+            td = torch.from_numpy(d.transpose(0, 3, 1, 2).copy())
+
+            def fwd():
+                with torch.no_grad():
+                    conv(tx)
+            row["torch_forward"] = timeit(fwd, repeats)
+            out = conv(tx)
+            row["torch_backward"] = timeit(lambda: out.backward(td, retain_graph=True), repeats)
+        rows.append(row)
+    return rows
+
+
+def cnn2_mix(path):
+    """CNN2's MNIST test route counts from a reproduce run, if one is there."""
+    try:
+        return json.loads(Path(path).read_text())["cnn3_deploy"]["route_counts"], str(path)
+    except (OSError, KeyError, ValueError):
+        return None, None
+
+
+def bench_routed(repeats, mix_from, n=2048):
+    """Router + routed CNN3 against CNN1 on n MNIST-shaped images, for several route mixes."""
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 28, 28, 1), dtype=np.float32)
+    cnn1 = SkipCNN((28, 28, 1), 10, WIDTHS, seed=0)
+    cnn3 = SkipCNN((28, 28, 1), 10, WIDTHS, seed=1)
+    router = SkipCNN((28, 28, 1), 3, WIDTHS, seed=2)
+    mixes = {"all route 0": [1, 0, 0], "all route 2": [0, 0, 1], "thirds": [1, 1, 1],
+             "route 1 only": [0, 1, 0]}
+    counts, source = cnn2_mix(mix_from)
+    if counts:
+        mixes[f"CNN2's MNIST mix {counts}"] = counts
+    t_cnn1 = timeit(lambda: predict(cnn1, x), repeats, warmup=1)
+    full = cnn1.flops()["total"]
+    rows = []
+    for name, weights in mixes.items():
+        p = np.array(weights, dtype=np.float64) / sum(weights)
+        routes = np.repeat(np.arange(3), np.round(p * n).astype(int))[:n]
+        routes = np.concatenate([routes, np.full(n - len(routes), 2)])
+        rng.shuffle(routes)
+
+        def routed():
+            predict(router, x).argmax(axis=1)           # the router's work (its answer ignored)
+            order = np.argsort(routes, kind="stable")
+            predict(cnn3, x[order], routes[order])
+
+        t_routed = timeit(routed, repeats, warmup=1)
+        t_cnn3 = timeit(lambda: predict(cnn3, x[np.argsort(routes, kind="stable")],
+                                        np.sort(routes)), repeats, warmup=1)
+        cnn3_flops = np.mean([cnn3.flops(r)["total"] for r in routes])
+        rows.append({
+            "mix": name, "route_fractions": p.tolist(),
+            "flops_fraction": (cnn3_flops + router.flops()["total"]) / full,
+            "wall_fraction": t_routed["median"] / t_cnn1["median"],
+            "flops_fraction_cnn3_only": cnn3_flops / full,
+            "wall_fraction_cnn3_only": t_cnn3["median"] / t_cnn1["median"],
+        })
+    return {"images": n, "cnn1_seconds": t_cnn1, "mix_source": source, "mixes": rows}
+
+
+def peak_memory_of_step():
+    """Peak bytes NumPy allocates in one training step of a fresh CNN1 (tracemalloc)."""
+    rng = np.random.default_rng(0)
+    model = SkipCNN((28, 28, 1), 10, WIDTHS)
+    x = rng.random((BATCH, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, BATCH)
+    step = npskip_step(model, RMSprop(), x, y)
+    tracemalloc.start()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+FIRST_STEP = """
+import time, numpy as np
+from npskip.losses import softmax_cross_entropy
+from npskip.model import SkipCNN
+from npskip.optim import RMSprop
+rng = np.random.default_rng(0)
+x = rng.random((128, 28, 28, 1), dtype=np.float32); y = rng.integers(0, 10, 128)
+m, opt = SkipCNN((28, 28, 1), 10), RMSprop()
+times = []
+for _ in range(2):
+    t = time.perf_counter()
+    _, d = softmax_cross_entropy(m.forward(x), y); m.backward(d); opt.step(m.ran_layers())
+    times.append(time.perf_counter() - t)
+print(times[0], times[1])
+"""
+
+
+def first_call_cost():
+    """Extra seconds of the first training step over the second, cold and warm numba cache."""
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+        for label in ("cold", "warm"):
+            run = subprocess.run([sys.executable, "-c", FIRST_STEP], env=env, capture_output=True,
+                                 text=True, check=True)
+            first, second = map(float, run.stdout.split())
+            out[label] = {"first_step": first, "second_step": second, "extra": first - second}
+    return out
+
+
+def machine():
+    from threadpoolctl import threadpool_info
+    import numba
+    blas = [{k: i.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
+            for i in threadpool_info() if i["user_api"] == "blas"]
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "numba_threading_layer": numba.config.THREADING_LAYER,
+            "blas": blas, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+
+
+def fmt(r):
+    return f"{r['median']:8.0f} [{r['min']:.0f}-{r['max']:.0f}]"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="2 repeats, small routed set")
+    parser.add_argument("--json", default=None, help="also write every figure to this file")
+    parser.add_argument("--mix-from", default=str(ROOT / "runs" / "reproduce-mnist" / "results.json"),
+                        help="results.json of a reproduce run, for CNN2's route mix")
+    args = parser.parse_args(argv)
+    repeats = 2 if args.quick else args.repeats
+    try:
+        import torch
+        from threadpoolctl import threadpool_info
+        blas_threads = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        torch.set_num_threads(blas_threads)
+    except ImportError:
+        torch = None
+        print("PyTorch not installed: its columns are left out (pip install torch==2.13.0)")
+
+    info = machine()
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    print(f"machine: {info['cpu_count']} CPUs, BLAS {info['blas']}, numba threading "
+          f"{info['numba_threading_layer']}, torch threads {info.get('torch_threads')}")
+    figures = {"machine": info, "repeats": repeats, "batch": BATCH, "widths": list(WIDTHS)}
+
+    print(f"\nCNN1 {WIDTHS}, images/s: median [min-max] of {repeats} runs; training batch {BATCH}, "
+          f"inference batch 256")
+    for label, shape, classes in (("mnist", (28, 28, 1), 10), ("cifar", (32, 32, 3), 100)):
+        rows = bench_network(shape, classes, repeats, torch)
+        figures[f"network_{label}"] = rows
+        print(f"  {label} {shape}:")
+        for impl, r in rows.items():
+            print(f"    {impl:7s} train {fmt(r['train'])}   infer {fmt(r['infer'])}")
+        if torch is not None:
+            tr = rows["npskip"]["train"]["median"] / rows["torch"]["train"]["median"]
+            inf = rows["npskip"]["infer"]["median"] / rows["torch"]["infer"]["median"]
+            print(f"    npskip / torch: train {tr:.2f}x, infer {inf:.2f}x; npskip / numpy: train "
+                  f"{rows['npskip']['train']['median'] / rows['numpy']['train']['median']:.2f}x")
+            if label == "mnist":
+                figures["train_ratio_vs_torch"], figures["infer_ratio_vs_torch"] = tr, inf
+
+    print(f"\nper conv layer, batch {BATCH}, MNIST shapes, ms (median):")
+    layers = bench_layers(repeats, torch)
+    figures["layers"] = layers
+    for row in layers:
+        cells = [f"{impl} fwd {1e3 * row[f'{impl}_forward']['median']:6.1f} bwd "
+                 f"{1e3 * row[f'{impl}_backward']['median']:6.1f}"
+                 for impl in ("npskip", "numpy", "torch") if f"{impl}_forward" in row]
+        print(f"  {row['layer']:14s} " + " | ".join(cells))
+
+    routed = bench_routed(repeats if not args.quick else 1, args.mix_from,
+                          n=512 if args.quick else 2048)
+    figures["routed"] = routed["mixes"]
+    figures["routed_details"] = routed
+    print(f"\nrouted inference on {routed['images']} images (router + CNN3, sorted by route) vs "
+          f"CNN1; fractions of CNN1's multiply-adds and median wall-clock:")
+    for row in routed["mixes"]:
+        print(f"  {row['mix']:34s} FLOPs {row['flops_fraction']:.3f}  wall {row['wall_fraction']:.3f}"
+              f"   (CNN3 alone: FLOPs {row['flops_fraction_cnn3_only']:.3f}, wall "
+              f"{row['wall_fraction_cnn3_only']:.3f}, ratio "
+              f"{row['wall_fraction_cnn3_only'] / row['flops_fraction_cnn3_only']:.2f})")
+
+    peak = peak_memory_of_step()
+    figures["peak_step_bytes"] = peak
+    print(f"\npeak NumPy memory of one training step at batch {BATCH}: {peak / 2**20:.0f} MiB")
+    first = first_call_cost()
+    figures["first_call"] = first
+    print(f"first training step minus second: cold numba cache {first['cold']['extra']:.2f} s, "
+          f"warm cache {first['warm']['extra']:.2f} s")
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

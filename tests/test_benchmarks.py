@@ -1,0 +1,25 @@
+"""The benchmark script runs and writes the figures it promises (no time is asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmarks_quick_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
+                          "--json", str(out), "--mix-from", str(tmp_path / "none.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in ("train_ratio_vs_torch", "infer_ratio_vs_torch", "peak_step_bytes"):
+        assert figures[key] > 0, key
+    mixes = figures["routed"]
+    assert {m["mix"] for m in mixes} >= {"all route 0", "all route 2", "thirds"}
+    for m in mixes:
+        assert m["flops_fraction"] > 0 and m["wall_fraction"] > 0
+    assert figures["machine"]["blas"], "the BLAS kernel must be reported"
+    assert "npskip / torch" in run.stdout
