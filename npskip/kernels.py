@@ -163,3 +163,25 @@ def conv2d_naive(x, W, b, stride=1, padding="same"):
                         if 0 <= iy < h and 0 <= ix < w:
                             out[bi, oy, ox, :] += x[bi, iy, ix, :] @ W[i, j]
     return out + b
+
+
+# --------------------------------------------------------------------------
+# ReLU's backward pass
+# --------------------------------------------------------------------------
+
+@njit(cache=True)
+def relu_backward(out, dout):
+    """dx = dout where out > 0, else 0, in one pass (flat, same-size contiguous arrays).
+
+    ``np.where(out > 0, dout, 0)`` does the same in two passes and a boolean
+    temporary; on a (128, 28, 28, 32) batch that costs about twice the time.
+    """
+    dx = np.empty_like(dout)
+    for i in range(out.size):
+        dx[i] = dout[i] if out[i] > 0 else 0.0
+    return dx
+
+
+def relu_backward_naive(out, dout):
+    """Reference: the derivative of max(x, 0) is 1 where the output is positive, else 0."""
+    return np.where(out > 0, dout, 0).astype(dout.dtype)

@@ -158,7 +158,8 @@ class ReLU(Layer):
             raise ValueError(f"ReLU upstream gradient: expected shape {out.shape}, "
                              f"received {dout.shape}")
         # The derivative at exactly 0 is taken as 0, as in Keras and PyTorch.
-        return np.where(out > 0, dout, 0).astype(dout.dtype, copy=False)
+        dx = kernels.relu_backward(out.reshape(-1), np.ascontiguousarray(dout).reshape(-1))
+        return dx.reshape(out.shape)
 
 
 class Flatten(Layer):

@@ -120,8 +120,9 @@ class SkipCNN:
         sorted_routes = routes[order]
         # reach[k] = how many samples (a leading slice) run conv layer k.
         reach = [int(np.count_nonzero(sorted_routes >= k)) for k in range(self.depth)]
-        h = x[order] if n else x
-        feats = np.zeros((n,) + self.input_shape[:2] + (self.max_width,), dtype=self.dtype)
+        in_order = bool(np.all(order == np.arange(n)))
+        h = x if in_order else x[order]
+        feats = None                   # the dense layer's input, (N, H, W, max_width)
         self._ran = []
         for k, (conv, relu) in enumerate(zip(self.convs, self.relus)):
             m = reach[k]
@@ -130,6 +131,11 @@ class SkipCNN:
             h = relu.forward(conv.forward(h[:m]))
             self._ran.append(conv)
             stop = reach[k + 1] if k + 1 < self.depth else 0
+            if stop == 0 and m == n and self.widths[k] == self.max_width:
+                feats = h              # the whole batch ends here at full width: nothing to pad
+                break
+            if feats is None:
+                feats = np.zeros((n,) + self.input_shape[:2] + (self.max_width,), dtype=self.dtype)
             # Samples whose route ends here: rows [stop, m) leave for the dense layer.
             feats[stop:m, :, :, :self.widths[k]] = h[stop:m]
         logits_sorted = self.dense.forward(self.flatten.forward(feats))
@@ -160,10 +166,13 @@ class SkipCNN:
             stop = reach[k + 1] if k + 1 < self.depth else 0
             # The output of layer k feeds layer k+1 for rows [0, stop) and the dense
             # layer for rows [stop, m); its gradient gathers both.
-            grad = np.empty((m,) + self.input_shape[:2] + (self.widths[k],), dtype=self.dtype)
-            if stop:
-                grad[:stop] = dh
-            grad[stop:m] = dfeats[stop:m, :, :, :self.widths[k]]
+            if stop == 0 and m == len(order) and self.widths[k] == self.max_width:
+                grad = dfeats          # the whole batch ended here unpadded (see forward)
+            else:
+                grad = np.empty((m,) + self.input_shape[:2] + (self.widths[k],), dtype=self.dtype)
+                if stop:
+                    grad[:stop] = dh
+                grad[stop:m] = dfeats[stop:m, :, :, :self.widths[k]]
             dh = self.convs[k].backward(self.relus[k].backward(grad), need_dx=need_dx or k > 0)
         if not need_dx:
             return None

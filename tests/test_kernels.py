@@ -90,3 +90,13 @@ def test_output_shape_formulas():
     assert kernels.conv_output_shape(7, 8, 3, 3, 2, "valid") == (3, 3, 0, 0)
     with pytest.raises(ValueError, match="smaller than"):
         kernels.conv_output_shape(2, 2, 3, 3, 1, "valid")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_matches_naive(rng, dtype):
+    out = np.maximum(rng.standard_normal((3, 5, 4, 2)), 0).astype(dtype)
+    out[0, 0, 0, 0] = 0.0                      # exactly at the kink: derivative 0
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    got = kernels.relu_backward(out.reshape(-1), dout.reshape(-1)).reshape(out.shape)
+    np.testing.assert_array_equal(got, kernels.relu_backward_naive(out, dout))
+    assert got.dtype == dtype
