@@ -55,7 +55,11 @@ def test_relu_and_flatten_gradients(shape, seed):
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 4), k=st.integers(2, 10), scale=st.sampled_from([0.1, 1.0, 10.0]),
+# Logit scales up to 3: with larger logits softmax saturates, the whole gradient
+# shrinks towards 1e-9, and centred differences of a loss that small are rounding
+# noise (relative error 1e-6 and worse) however right the analytic gradient is.
+# Huge logits are checked against PyTorch and for stability in test_losses_optim.py.
+@given(n=st.integers(1, 4), k=st.integers(2, 10), scale=st.sampled_from([0.1, 1.0, 3.0]),
        seed=st.integers(0, 2**31 - 1))
 def test_softmax_cross_entropy_gradient(n, k, scale, seed):
     rng = np.random.default_rng(seed)
