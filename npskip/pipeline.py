@@ -230,8 +230,9 @@ class SeedRun:
             routings = {"cnn2": r_cnn2, "random_cnn2_proportions": rng.permutation(r_cnn2),
                         "oracle": oracle}
             routings.update({f"all_route_{r}": np.full(n, r) for r in range(depth)})
-            out = {"cnn1": {**accuracy_record(
-                int(round(self.results["cnn1"]["test_accuracy"] * n)), n), "flops_fraction": 1.0}}
+            cnn1 = self.run_cnn1()           # loaded: CNN1 is the first control
+            out = {"cnn1": {**accuracy_record(int(round(cnn1["test_accuracy"] * n)), n),
+                            "flops_fraction": 1.0}}
             for name, routes in routings.items():
                 correct = int(np.count_nonzero(right[routes, np.arange(n)]))
                 out[name] = {**accuracy_record(correct, n),

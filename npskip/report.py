@@ -157,7 +157,8 @@ def verdict(results):
              f"images (paper: 62%), against {_pct(c2['majority_baseline'])} for always guessing "
              f"the commonest label; " + ("it beats that baseline" if beats else
                                          "it does not beat that baseline") +
-             f", and with so few test images its interval runs from {_pct(lo)} to {_pct(hi)}.")
+             f", and with so few test images its 95% interval runs from {_pct(lo)} to {_pct(hi)}"
+             + (" (per-seed intervals, averaged)." if len(results["seeds"]) > 1 else "."))
     s.append(f"CNN3 under the paper's protocol scores {_pct(p3['test_accuracy'])} on "
              f"{p3['test_count']:.0f} labelled test images; the paper's 'close to 100%' "
              + ("holds." if p3["test_accuracy"] >= 0.98 else "does not hold here.")
