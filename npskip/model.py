@@ -123,7 +123,7 @@ class SkipCNN:
         in_order = bool(np.all(order == np.arange(n)))
         h = x if in_order else x[order]
         feats = None                   # the dense layer's input, (N, H, W, max_width)
-        self._ran = []
+        self._ran, self._unpadded = [], False
         for k, (conv, relu) in enumerate(zip(self.convs, self.relus)):
             m = reach[k]
             if m == 0:
@@ -133,6 +133,7 @@ class SkipCNN:
             stop = reach[k + 1] if k + 1 < self.depth else 0
             if stop == 0 and m == n and self.widths[k] == self.max_width:
                 feats = h              # the whole batch ends here at full width: nothing to pad
+                self._unpadded = True
                 break
             if feats is None:
                 feats = np.zeros((n,) + self.input_shape[:2] + (self.max_width,), dtype=self.dtype)
@@ -166,7 +167,7 @@ class SkipCNN:
             stop = reach[k + 1] if k + 1 < self.depth else 0
             # The output of layer k feeds layer k+1 for rows [0, stop) and the dense
             # layer for rows [stop, m); its gradient gathers both.
-            if stop == 0 and m == len(order) and self.widths[k] == self.max_width:
+            if self._unpadded and k == ran[-1]:
                 grad = dfeats          # the whole batch ended here unpadded (see forward)
             else:
                 grad = np.empty((m,) + self.input_shape[:2] + (self.widths[k],), dtype=self.dtype)
