@@ -23,7 +23,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 CHUNK = 1 << 20
 

@@ -13,7 +13,7 @@ kept, never the activations themselves.
 """
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 def activation_scores(model, x, maps=10, batch_size=256, progress=False):
