@@ -156,3 +156,18 @@ def test_cli_train_end_to_end(mnist, tmp_path):
     # a second run finds the stage done and trains nothing more
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert "cnn1: done before" in again.stdout
+
+
+def test_a_failed_save_keeps_the_old_checkpoint(rng, tmp_path, monkeypatch):
+    model = SkipCNN((6, 6, 1), 2, widths=(10, 10, 10), seed=1)
+    path = checkpoint.save(tmp_path / "m.npz", model)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(checkpoint.np, "savez", crash)
+    model.dense.params["W"][:] = 0
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, model)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
