@@ -125,3 +125,28 @@ def test_reproduce_resumes_only_the_missing_stage(quick_run):
     assert ran == ["[seed 0] controls: running"], ran
     assert json.loads((out / "seed0" / "cnn1.json").read_text()) == before
     assert (out / "seed0" / "controls.json").exists()
+
+
+def test_reproduce_runs_on_cifar100_format_fixtures(tmp_path):
+    # CIFAR-100 cannot be downloaded here: the same command runs on small files
+    # in its official binary layout (3074-byte records, R, G, B planes).
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "cifar100" / "cifar-100-binary"
+    folder.mkdir(parents=True)
+    for name, n in (("train.bin", 400), ("test.bin", 100)):
+        labels = np.stack([rng.integers(0, 20, n), rng.integers(0, 100, n)], axis=1)
+        pixels = rng.integers(0, 256, (n, 3072))
+        (folder / name).write_bytes(np.concatenate([labels, pixels], axis=1).astype(np.uint8)
+                                    .tobytes())
+    (folder / "fine_label_names.txt").write_text("\n".join(f"f{i}" for i in range(100)))
+    (folder / "coarse_label_names.txt").write_text("\n".join(f"c{i}" for i in range(20)))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "npskip.cli", "reproduce", "--dataset", "cifar100", "--epochs",
+           "1", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--no-progress"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["dataset"] == "cifar100"
+    assert results["cnn1"]["test_count"] == 100
+    assert sum(results["cnn3_deploy"]["route_counts"]) == 100
+    assert (out / "top_images_conv3.png").exists()
