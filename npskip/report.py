@@ -20,11 +20,17 @@ DROP = {"history", "stage_seconds"}
 def seed_results(folder):
     """The stage results of one seed folder, histories left out, wall_fraction copied
     into cnn3_deploy (where results.json promises it)."""
-    out = {}
+    out, seconds = {}, {}
     for stage in STAGES:
         path = Path(folder) / f"{stage}.json"
         if path.exists():
-            out[stage] = {k: v for k, v in json.loads(path.read_text()).items() if k not in DROP}
+            raw = json.loads(path.read_text())
+            out[stage] = {k: v for k, v in raw.items() if k not in DROP}
+            # A training resumed in a later session only timed its last part in
+            # stage_seconds; its history holds every epoch's time.
+            trained = sum(raw["history"]["seconds"]) if "history" in raw else 0.0
+            seconds[stage] = max(raw.get("stage_seconds", 0.0), trained)
+    out["timing"] = {"seconds_by_stage": seconds, "seconds_total": sum(seconds.values())}
     if "efficiency" in out and "cnn3_deploy" in out:
         eff = out["efficiency"]
         out["cnn3_deploy"]["wall_fraction"] = eff["wall_fraction"]
@@ -129,7 +135,9 @@ def write_markdown(results, path):
         f"| wall-clock of router + CNN3 vs CNN1 (same run) | not measured | "
         f"{eff['wall_fraction']:.3f} |",
         "",
-        f"CNN3-deploy test routes 0/1/2: {' / '.join(f'{v:.0f}' for v in d3['route_counts'])}.",
+        f"CNN3-deploy test routes 0/1/2: {' / '.join(f'{v:.0f}' for v in d3['route_counts'])}. "
+        f"Compute time per seed: {results['timing']['seconds_total'] / 60:.0f} min (all stages, "
+        f"training epochs included even when resumed).",
         "",
         "## Controls (CNN3-deploy on the same test set)",
         "",
