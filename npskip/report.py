@@ -160,11 +160,15 @@ def verdict(results):
     s.append(f"CNN1 reaches {_pct(c1)} against the paper's 98%: "
              + ("the baseline holds." if c1 >= 0.98 else "below the paper's figure."))
     lo, hi = c2["ci95"]
-    beats = c2["test_accuracy"] > c2["majority_baseline"]
+    if c2["test_accuracy"] <= c2["majority_baseline"]:
+        against = "it does not beat that baseline"
+    elif lo <= c2["majority_baseline"]:
+        against = "the baseline lies inside its interval, so at this sample size the two cannot be told apart"
+    else:
+        against = "it beats that baseline"
     s.append(f"The router scores {_pct(c2['test_accuracy'])} on only {c2['test_count']:.0f} test "
              f"images (paper: 62%), against {_pct(c2['majority_baseline'])} for always guessing "
-             f"the commonest label; " + ("it beats that baseline" if beats else
-                                         "it does not beat that baseline") +
+             f"the commonest label; " + against +
              f", and with so few test images its 95% interval runs from {_pct(lo)} to {_pct(hi)}"
              + (" (per-seed intervals, averaged)." if len(results["seeds"]) > 1 else "."))
     s.append(f"CNN3 under the paper's protocol scores {_pct(p3['test_accuracy'])} on "
