@@ -5,4 +5,15 @@ Irrelevant Layers in Convolutional Neural Networks" (Gadepally, Dhal,
 Kalafatis, Nowka). See README.md for a map of the package.
 """
 
+import os
+
+# numba's parallel kernels (im2col, col2im, ReLU's backward) run between BLAS
+# calls. OpenMP's threads spin for a while after each parallel loop and steal
+# the cores from the BLAS call that follows; the workqueue layer does not spin.
+# A user's own NUMBA_THREADING_LAYER wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    import numba
+
+    numba.config.THREADING_LAYER = "workqueue"
+
 __version__ = "0.1.0"
