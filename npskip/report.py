@@ -116,7 +116,7 @@ def write_markdown(results, path):
         + ". Figures are means over seeds (± standard deviation across seeds) or, for one seed, "
           "with a 95% Wilson interval; n is the number of test images.",
         "",
-        "| quantity | paper | npskip |",
+        "| quantity | paper (MNIST) | npskip |",
         "| --- | --- | --- |",
         f"| CNN1 test accuracy | 98% | {_acc_cell(results, 'cnn1', n)} |",
         f"| labelled images (unique), per label 0/1/2 | 300 picks | "
@@ -157,8 +157,12 @@ def verdict(results):
     p3, d3 = results["cnn3_paper"], results["cnn3_deploy"]
     eff, ctrl = results["efficiency"], results["controls"]
     s = []
-    s.append(f"CNN1 reaches {_pct(c1)} against the paper's 98%: "
-             + ("the baseline holds." if c1 >= 0.98 else "below the paper's figure."))
+    if results["config"]["dataset"] == "mnist":
+        s.append(f"CNN1 reaches {_pct(c1)} against the paper's 98%: "
+                 + ("the baseline holds." if c1 >= 0.98 else "below the paper's figure."))
+    else:
+        s.append(f"The paper's figures are for MNIST; on {results['config']['dataset']} they are "
+                 f"a reference, not a target. CNN1 reaches {_pct(c1)}.")
     lo, hi = c2["ci95"]
     if c2["test_accuracy"] <= c2["majority_baseline"]:
         against = "it does not beat that baseline"
