@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from npskip.losses import softmax_cross_entropy  # noqa: E402
 from npskip.model import SkipCNN  # noqa: E402
 from npskip.optim import RMSprop  # noqa: E402
-from npskip.pipeline import routed_predict  # noqa: E402,F401
 from npskip.train import predict  # noqa: E402
 from peers import numpy_cnn, torch_cnn  # noqa: E402
 

@@ -105,7 +105,7 @@ def _acc_cell(results, key, n_seeds):
 
 def write_markdown(results, path):
     n = len(results["seeds"])
-    c1, c2, p3, d3 = results["cnn1"], results["cnn2"], results["cnn3_paper"], results["cnn3_deploy"]
+    c2, d3 = results["cnn2"], results["cnn3_deploy"]
     eff, ctrl, cfg = results["efficiency"], results["controls"], results["config"]
     lines = [
         f"# npskip reproduction on {cfg['dataset']}",
