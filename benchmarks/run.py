@@ -175,7 +175,7 @@ def bench_routed(repeats, mix_from, n=2048):
         t_routed = timeit(routed, repeats, warmup=1)
         t_cnn3 = timeit(lambda: predict(cnn3, x[np.argsort(routes, kind="stable")],
                                         np.sort(routes)), repeats, warmup=1)
-        cnn3_flops = np.mean([cnn3.flops(r)["total"] for r in routes])
+        cnn3_flops = cnn3.flops_per_image(routes).mean()
         rows.append({
             "mix": name, "route_fractions": p.tolist(),
             "flops_fraction": (cnn3_flops + router.flops()["total"]) / full,

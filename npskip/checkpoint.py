@@ -35,7 +35,6 @@ def _json_bytes(obj):
 
 def save(path, model, optimizer=None, extra=None):
     """Write ``model`` (and RMSprop state, and ``extra``) to ``path`` (.npz) atomically."""
-    path = Path(path)
     arrays = {"architecture.json": _json_bytes(model.config())}
     if extra is not None:
         arrays["extra.json"] = _json_bytes(extra)
@@ -48,11 +47,20 @@ def save(path, model, optimizer=None, extra=None):
     if optimizer is not None:
         arrays["rmsprop.json"] = _json_bytes({"lr": optimizer.lr, "rho": optimizer.rho,
                                               "eps": optimizer.eps})
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write(path, write):
+    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, rename it
+    over ``path``. A crash or an exception midway leaves any old ``path`` whole and no
+    temporary file behind. Returns ``path``. (Every file npskip saves goes through here.)
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -201,3 +201,8 @@ class SkipCNN:
         out["dense"] = self.dense.in_features * self.dense.out_features
         out["total"] = sum(out.values())
         return out
+
+    def flops_per_image(self, routes):
+        """Total multiply-adds of each image on its route: routes (N,) -> (N,) float64."""
+        totals = np.array([self.flops(r)["total"] for r in range(self.depth)], dtype=np.float64)
+        return totals[np.asarray(routes)]

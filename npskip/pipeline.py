@@ -18,7 +18,6 @@ redoing them, and an interrupted training resumes at its last epoch.
 """
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,9 +52,8 @@ class Config:
 
 def write_json(path, obj):
     """Write JSON atomically (temporary name, then rename)."""
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=_jsonable).encode()
+    checkpoint.atomic_write(path, lambda f: f.write(text))
 
 
 def _jsonable(o):
@@ -69,10 +67,8 @@ def _jsonable(o):
 
 
 def save_arrays(path, **arrays):
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    """Write arrays to an .npz atomically."""
+    checkpoint.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def accuracy_record(correct, n):
@@ -207,10 +203,10 @@ class SeedRun:
                                      val=(self.x_val, self.y_val, r_val))
             pred = predict(model, self.x_te, r_te).argmax(axis=1)
             correct = int(np.count_nonzero(pred == self.y_te))
-            flops = np.array([model.flops(r)["total"] for r in r_te], dtype=np.float64)
             return {**accuracy_record(correct, len(r_te)),
                     "route_counts": np.bincount(r_te, minlength=model.depth).tolist(),
-                    "flops_fraction": float(flops.mean() / model.flops()["total"]),
+                    "flops_fraction": float(model.flops_per_image(r_te).mean()
+                                            / model.flops()["total"]),
                     "history": hist}
         return self.stage("cnn3_deploy", go)
 
@@ -223,7 +219,6 @@ class SeedRun:
             right = np.stack([predict(model, self.x_te, np.full(n, r)).argmax(axis=1) == self.y_te
                               for r in range(depth)])
             full = model.flops()["total"]
-            route_flops = np.array([model.flops(r)["total"] for r in range(depth)])
             rng = np.random.default_rng(self.seed)
             anyright = right.any(axis=0)
             oracle = np.where(anyright, right.argmax(axis=0), depth - 1)   # cheapest right route
@@ -236,7 +231,7 @@ class SeedRun:
             for name, routes in routings.items():
                 correct = int(np.count_nonzero(right[routes, np.arange(n)]))
                 out[name] = {**accuracy_record(correct, n),
-                             "flops_fraction": float(route_flops[routes].mean() / full),
+                             "flops_fraction": float(model.flops_per_image(routes).mean() / full),
                              "route_counts": np.bincount(routes, minlength=depth).tolist()}
             out["oracle"]["note"] = ("cheapest route on which CNN3-deploy is right; images wrong "
                                      "on every route count as wrong on the full route")
@@ -248,7 +243,7 @@ class SeedRun:
             cnn1, router, cnn3 = self.model("cnn1"), self.model("cnn2"), self.model("cnn3_deploy")
             _, _, r_te = self.cnn2_routes()
             full = cnn1.flops()["total"]
-            per_image = np.array([cnn3.flops(r)["total"] for r in r_te], dtype=np.float64)
+            per_image = cnn3.flops_per_image(r_te)
             with_router = per_image + router.flops()["total"]
             t_cnn1, t_routed = time_routed_inference(cnn1, router, cnn3, self.x_te,
                                                      self.config.timing_repeats)

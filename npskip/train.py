@@ -127,8 +127,9 @@ def predict(model, x, routes=None, batch_size=256):
     """Logits (N, num_classes) for x (N, H, W, C), in batches."""
     check_array(x, "images", ndim=4, dtype=model.dtype)
     out = np.empty((len(x), model.num_classes), dtype=model.dtype)
+    routes = None if routes is None else np.asarray(routes)
     for s in range(0, len(x), batch_size):
-        r = None if routes is None else np.asarray(routes)[s:s + batch_size]
+        r = None if routes is None else routes[s:s + batch_size]
         out[s:s + batch_size] = model.forward(x[s:s + batch_size], r)
     return out
 

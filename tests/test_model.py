@@ -145,3 +145,9 @@ def test_forward_does_not_modify_inputs(rng):
     model.forward(x, routes)
     model.backward(d)
     assert np.array_equal(x, x0) and np.array_equal(routes, r0) and np.array_equal(d, d0)
+
+
+def test_flops_per_image_follows_each_route():
+    model = SkipCNN((5, 4, 2), 3, widths=(10, 12, 14))
+    np.testing.assert_array_equal(model.flops_per_image([2, 0, 1, 0]),
+                                  [model.flops(r)["total"] for r in (2, 0, 1, 0)])
