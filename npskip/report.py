@@ -63,21 +63,22 @@ def _unflatten(flat):
 def summarize(config, per_seed):
     """results.json content: the figures (mean over seeds), their std, and every seed's own."""
     flats = [_flatten(r) for r in per_seed.values()]
-    mean, std = {}, {}
-    for key in flats[0]:
-        values = [f.get(key) for f in flats]
-        try:
-            arr = np.array(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            mean[key] = values[0]
-            continue
-        mean[key] = arr.mean(axis=0).tolist() if arr.ndim > 1 else float(arr.mean())
-        std[key] = arr.std(axis=0).tolist() if arr.ndim > 1 else float(arr.std())
-    if len(per_seed) == 1:
-        mean = flats[0]
+    if len(flats) == 1:                 # one seed: its own figures, exactly as measured
+        mean, std = flats[0], None
+    else:
+        mean, std = {}, {}
+        for key in flats[0]:
+            values = [f.get(key) for f in flats]
+            try:
+                arr = np.array(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                mean[key] = values[0]
+                continue
+            mean[key] = arr.mean(axis=0).tolist() if arr.ndim > 1 else float(arr.mean())
+            std[key] = arr.std(axis=0).tolist() if arr.ndim > 1 else float(arr.std())
     results = _unflatten(mean)
     results.update({"config": config_dict(config), "seeds": list(per_seed), "paper": PAPER,
-                    "std_over_seeds": _unflatten(std) if len(per_seed) > 1 else None,
+                    "std_over_seeds": _unflatten(std) if std is not None else None,
                     "per_seed": {str(s): r for s, r in per_seed.items()}})
     return results
 
