@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoint, extension
 from .data import DATASETS
 from .download import DataError
 from .pipeline import Config, SeedRun, load_data
@@ -55,7 +55,10 @@ def make_config(args, seeds):
     return Config(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                   widths=args.widths, maps=getattr(args, "maps", 10),
                   top=getattr(args, "top_images", 10), val_fraction=args.val_fraction,
-                  limit=args.limit, seeds=list(seeds))
+                  limit=args.limit, seeds=list(seeds),
+                  labels=getattr(args, "labels", "behaviour"),
+                  router=getattr(args, "router", "none"),
+                  label_confidence=getattr(args, "label_confidence", 0.9))
 
 
 def log(message):
@@ -93,8 +96,9 @@ def cmd_reproduce(args):
         log(f"seed {seed}: {len(data[1])} training, {len(data[3])} validation, {len(data[5])} "
             f"test images of {args.dataset}; widths {config.widths}; {config.epochs} epochs")
         folders[seed] = out / f"seed{seed}"
-        SeedRun(folders[seed], config, seed, data, progress=not args.no_progress,
-                log=log).run_all()
+        run = SeedRun(folders[seed], config, seed, data, progress=not args.no_progress, log=log)
+        run.run_all()
+        extension.run_all(run)
         if x_first is None:
             x_first = data[0]
     results = write_report(out, config, folders, x_train=x_first)
@@ -122,6 +126,15 @@ def main(argv=None):
     p.add_argument("--maps", type=int, default=10, help="maps ranked per conv layer (default 10)")
     p.add_argument("--top-images", type=int, default=10,
                    help="strongest images kept per map (default 10)")
+    p.add_argument("--labels", choices=("behaviour", "activation"), default="behaviour",
+                   help="beyond the paper: route labels for the cheap router, from CNN3-any's "
+                        "behaviour (default) or the paper's activation ranking")
+    p.add_argument("--router", choices=("small", "full", "none"), default="small",
+                   help="beyond the paper: 'small' (a SkipCNN on 2x-pooled images, a few %% "
+                        "of CNN1's cost; default), 'full' (CNN2's size), or 'none' (paper only)")
+    p.add_argument("--label-confidence", type=float, default=0.9,
+                   help="behaviour labels: the cheapest route giving the true class at least "
+                        "this probability (default 0.9)")
     p.add_argument("--quick", action="store_true",
                    help=f"first {QUICK['limit']} training images, {QUICK['epochs']} epochs")
     p.add_argument("--out", default=None, help="run folder (default runs/reproduce-<dataset>)")

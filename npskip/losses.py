@@ -46,3 +46,10 @@ def softmax_cross_entropy(logits, labels):
     dlogits[rows, labels] -= 1
     dlogits /= n
     return loss, dlogits.astype(logits.dtype, copy=False)
+
+
+def softmax(logits):
+    """Row-wise softmax of (N, K) logits, max-shifted like the loss (no overflow)."""
+    check_array(logits, "logits", ndim=2, dtype="float")
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)

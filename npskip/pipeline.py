@@ -48,6 +48,12 @@ class Config:
     limit: int = None          # use the first N training images (and N/5 test images)
     seeds: list = field(default_factory=lambda: [0])
     timing_repeats: int = 3
+    # Beyond the paper (npskip.extension): which labels train which router.
+    labels: str = "behaviour"        # "behaviour" (CNN3-any's own) or "activation" (the paper's)
+    router: str = "small"            # "small" (SkipCNN on 2x-pooled images), "full" (CNN2's size), "none"
+    router_widths: tuple = (8, 16)
+    label_confidence: float = 0.9
+    operating_tolerance: float = 0.001
 
 
 def write_json(path, obj):
@@ -316,4 +322,5 @@ def load_data(config, seed, data_dir=None, mirror=None):
 def config_dict(config):
     d = asdict(config)
     d["widths"] = list(config.widths)
+    d["router_widths"] = list(config.router_widths)
     return d

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import report_extension
 from .pipeline import PAPER, config_dict, write_json
 
 STAGES = ("cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
@@ -17,15 +18,21 @@ STAGES = ("cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "con
 DROP = {"history", "stage_seconds"}
 
 
-def seed_results(folder):
+def seed_results(folder, config=None):
     """The stage results of one seed folder, histories left out, wall_fraction copied
-    into cnn3_deploy (where results.json promises it)."""
+    into cnn3_deploy (where results.json promises it). With a config, the extension's
+    stages for its labelling and router go under "extension"."""
     out, seconds = {}, {}
-    for stage in STAGES:
+    extra = report_extension.stage_names(config) if config is not None else []
+    for key, stage in [(s, s) for s in STAGES] + [("extension." + k, s) for k, s in extra]:
         path = Path(folder) / f"{stage}.json"
         if path.exists():
             raw = json.loads(path.read_text())
-            out[stage] = {k: v for k, v in raw.items() if k not in DROP}
+            node = out
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[last] = {k: v for k, v in raw.items() if k not in DROP}
             # A training resumed in a later session only timed its last part in
             # stage_seconds; its history holds every epoch's time.
             trained = sum(raw["history"]["seconds"]) if "history" in raw else 0.0
@@ -149,6 +156,7 @@ def write_markdown(results, path):
         if isinstance(row, dict) and "test_accuracy" in row:
             lines.append(f"| {name} | {_pct(row['test_accuracy'])} | {row['flops_fraction']:.3f} |")
     lines += ["", "## What holds", "", verdict(results), ""]
+    lines += report_extension.markdown(results)
     Path(path).write_text("\n".join(lines))
 
 
@@ -269,12 +277,13 @@ def write_figures(out, seed_folder, x_train, results):
            title=f"accuracy against compute (router adds {router:.2f})")
     ax.legend(fontsize=7)
     save(fig, "accuracy_vs_compute.png")
+    written += report_extension.figure(out, results, plt)
     return written
 
 
 def write_report(out, config, seed_folders, x_train=None):
     """Write results.json, report.md and (if x_train is given) the figures into ``out``."""
-    per_seed = {seed: seed_results(folder) for seed, folder in seed_folders.items()}
+    per_seed = {seed: seed_results(folder, config) for seed, folder in seed_folders.items()}
     results = summarize(config, per_seed)
     write_json(Path(out) / "results.json", results)
     write_markdown(results, Path(out) / "report.md")

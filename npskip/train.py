@@ -27,7 +27,7 @@ def _check_data(model, x, y, routes, name):
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{name} labels: expected integers of shape ({len(x)},), received "
                          f"{y.dtype} {y.shape}")
-    if routes is not None and np.shape(routes) != (len(x),):
+    if routes is not None and not callable(routes) and np.shape(routes) != (len(x),):
         raise ValueError(f"{name} routes: expected shape ({len(x)},), received {np.shape(routes)}")
     check_finite(x, f"{name} images")
     return y
@@ -58,7 +58,9 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
         optimizer=None, history=None, on_epoch_end=None, progress=True):
     """Train ``model`` on (x, y) and return the history.
 
-    x: (N, H, W, C) float, y: (N,) int labels, routes: (N,) ints or None.
+    x: (N, H, W, C) float, y: (N,) int labels.
+    routes: (N,) ints, None (every sample on the full network), or a function
+        routes(epoch) -> (N,) ints, called once per epoch (e.g. fresh random routes).
     validation_data: (x_val, y_val) or (x_val, y_val, routes_val), evaluated after each epoch.
     optimizer: default RMSprop() (lr 1e-3, rho 0.9, eps 1e-7).
     history: a history to continue (resuming): training starts at epoch len(history["loss"]).
@@ -76,9 +78,13 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
     for epoch in range(len(history["loss"]), epochs):
         rng = np.random.default_rng([seed, epoch])
         start = time.perf_counter()
+        epoch_routes = routes(epoch) if callable(routes) else routes
+        if callable(routes) and np.shape(epoch_routes) != (len(x),):
+            raise ValueError(f"routes({epoch}): expected shape ({len(x)},), received "
+                             f"{np.shape(epoch_routes)}")
         with tqdm(total=len(x), desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                   disable=not progress, leave=True) as bar:
-            loss, acc = train_epoch(model, optimizer, x, y, routes, batch_size, rng, bar)
+            loss, acc = train_epoch(model, optimizer, x, y, epoch_routes, batch_size, rng, bar)
             if validation_data is not None:
                 val_loss, val_acc = evaluate(model, x_val, y_val, r_val)
                 bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", val_loss=f"{val_loss:.4f}",

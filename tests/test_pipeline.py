@@ -78,7 +78,13 @@ REQUIRED = ["cnn1.test_accuracy", "ranking.label_counts", "cnn2.test_accuracy", 
             "cnn3_deploy.test_accuracy", "cnn3_deploy.route_counts", "cnn3_deploy.flops_fraction",
             "cnn3_deploy.wall_fraction"] + [
     f"controls.{c}.test_accuracy" for c in ("cnn1", "all_route_0", "all_route_1",
-                                           "random_cnn2_proportions", "oracle")]
+                                           "random_cnn2_proportions", "oracle")] + [
+    # beyond the paper (npskip.extension)
+    "extension.cnn3_any.route_test_accuracy", "extension.behaviour.train_label_counts",
+    "extension.router.test_accuracy", "extension.curve.router_flops_fraction",
+    "extension.curve.operating_point.test_accuracy",
+    "extension.curve.operating_point.flops_fraction",
+    "extension.curve.operating_point.wall_fraction", "extension.curve.oracle.test_accuracy"]
 
 
 def _get(d, dotted):
@@ -105,14 +111,36 @@ def test_reproduce_quick_writes_every_field(quick_run):
     for key in REQUIRED:
         value = _get(results, key)
         if key.endswith("accuracy") or key.endswith("baseline"):
-            assert 0 <= value <= 1, (key, value)
+            assert np.all((0 <= np.asarray(value)) & (np.asarray(value) <= 1)), (key, value)
     assert sum(_get(results, "cnn3_deploy.route_counts")) == 600
     assert _get(results, "cnn2.test_count") >= 1
     assert results["paper"]["cnn2_test_accuracy"] == 0.62
     for name in ("report.md", "training_curves.png", "top_images_conv1.png",
-                 "top_images_conv3.png", "cnn2_confusion.png", "accuracy_vs_compute.png"):
+                 "top_images_conv3.png", "cnn2_confusion.png", "accuracy_vs_compute.png",
+                 "accuracy_compute_curve.png"):
         assert (out / name).stat().st_size > 0, name
-    assert "## What holds" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## What holds" in report and "## Beyond the paper: behaviour labels, small router" \
+        in report
+    curve = results["extension"]["curve"]
+    assert curve["curve"]["route_counts"][0] == [600, 0, 0]       # t = 0: all on route 0
+    assert curve["curve"]["route_counts"][-1] == [0, 0, 600]      # t = 1: all on the full route
+    assert 0 < curve["router_flops_fraction"] < 0.06              # the small router is cheap
+    assert sum(results["extension"]["behaviour"]["train_label_counts"]) == 3000
+
+
+def test_reproduce_with_the_papers_labels_adds_only_its_router(quick_run):
+    cmd, out, _ = quick_run
+    run = subprocess.run(cmd + ["--labels", "activation"], capture_output=True, text=True,
+                         cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ran = [line for line in run.stdout.splitlines() if line.endswith(": running")]
+    assert ran == ["[seed 0] router_activation_small: running",
+                   "[seed 0] curve_activation_small: running"], ran
+    results = json.loads((out / "results.json").read_text())
+    assert results["extension"]["curve"]["labels"] == "activation"
+    assert results["extension"]["router"]["test_count"] == results["cnn2"]["test_count"]
+    assert "## Beyond the paper: activation labels" in (out / "report.md").read_text()
 
 
 def test_reproduce_resumes_only_the_missing_stage(quick_run):
