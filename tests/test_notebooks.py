@@ -22,8 +22,8 @@ def shared_env(tmp_path_factory):
             "NPSKIP_DATA": str(tmp_path_factory.mktemp("data")), "NPSKIP_MIRROR": MIRROR.as_uri()}
 
 
-def test_there_are_six_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+def test_there_are_seven_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
