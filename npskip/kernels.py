@@ -58,55 +58,150 @@ def conv_output_shape(h, w, kh, kw, stride, padding):
 # --------------------------------------------------------------------------
 
 @njit(cache=True)
-def im2col(x, kh, kw, stride, pad_top, pad_left, ho, wo, cols):
-    """Copy every kh x kw window of ``x`` into a row of ``cols`` (in place).
+def im2col_image(x, b, kh, kw, stride, pad_top, pad_left, ho, wo, cols):
+    """Copy every kh x kw window of image ``b`` of ``x`` into a row of ``cols`` (in place).
 
-    x: (N, H, W, C); cols: (N*Ho*Wo, kh*kw*C), same dtype, fully overwritten.
+    x: (N, H, W, C); cols: (Ho*Wo, kh*kw*C), same dtype, fully overwritten.
     """
-    n, h, w, c = x.shape
-    for b in range(n):
-        for oy in range(ho):
-            for ox in range(wo):
-                row = (b * ho + oy) * wo + ox
-                for i in range(kh):
-                    iy = oy * stride - pad_top + i
-                    for j in range(kw):
-                        ix = ox * stride - pad_left + j
-                        col = (i * kw + j) * c
-                        if 0 <= iy < h and 0 <= ix < w:
-                            for ch in range(c):
-                                cols[row, col + ch] = x[b, iy, ix, ch]
-                        else:
-                            for ch in range(c):
-                                cols[row, col + ch] = 0.0
+    _, h, w, c = x.shape
+    for oy in range(ho):
+        for ox in range(wo):
+            row = oy * wo + ox
+            for i in range(kh):
+                iy = oy * stride - pad_top + i
+                for j in range(kw):
+                    ix = ox * stride - pad_left + j
+                    col = (i * kw + j) * c
+                    if 0 <= iy < h and 0 <= ix < w:
+                        for ch in range(c):
+                            cols[row, col + ch] = x[b, iy, ix, ch]
+                    else:
+                        for ch in range(c):
+                            cols[row, col + ch] = 0.0
+
+
+@njit(cache=True)
+def col2im_image(dcols, kh, kw, stride, pad_top, pad_left, ho, wo, dx, b):
+    """Add every row of ``dcols`` back onto the pixel of image ``b`` it came from.
+
+    dcols: (Ho*Wo, kh*kw*C); dx: (N, H, W, C); dx[b] is zeroed, then accumulated.
+    Gradient that lands in the padding is dropped: padding is not an input.
+    """
+    _, h, w, c = dx.shape
+    dx[b] = 0.0
+    for oy in range(ho):
+        for ox in range(wo):
+            row = oy * wo + ox
+            for i in range(kh):
+                iy = oy * stride - pad_top + i
+                if iy < 0 or iy >= h:
+                    continue
+                for j in range(kw):
+                    ix = ox * stride - pad_left + j
+                    if ix < 0 or ix >= w:
+                        continue
+                    col = (i * kw + j) * c
+                    for ch in range(c):
+                        dx[b, iy, ix, ch] += dcols[row, col + ch]
+
+
+@njit(cache=True)
+def im2col(x, kh, kw, stride, pad_top, pad_left, ho, wo, cols):
+    """The whole batch at once: image b fills rows [b*Ho*Wo, (b+1)*Ho*Wo) of ``cols``.
+
+    x: (N, H, W, C); cols: (N*Ho*Wo, kh*kw*C). This is the textbook form (one
+    big matrix); Conv2D uses the per-image kernels below, which keep it in cache.
+    """
+    p = ho * wo
+    for b in range(x.shape[0]):
+        im2col_image(x, b, kh, kw, stride, pad_top, pad_left, ho, wo, cols[b * p:(b + 1) * p])
+
+
+@njit(cache=True)
+def col2im(dcols, kh, kw, stride, pad_top, pad_left, ho, wo, dx):
+    """The adjoint of im2col for the whole batch. dcols: (N*Ho*Wo, kh*kw*C); dx: (N, H, W, C)."""
+    p = ho * wo
+    for b in range(dx.shape[0]):
+        col2im_image(dcols[b * p:(b + 1) * p], kh, kw, stride, pad_top, pad_left, ho, wo, dx, b)
+
+
+# --------------------------------------------------------------------------
+# the convolution, image by image
+# --------------------------------------------------------------------------
+# One big (N*Ho*Wo, kh*kw*C) matrix for a batch of 128 MNIST images is 58 MB for
+# conv2: writing it and reading it back runs at memory speed, and a product with
+# only 16 or 32 columns cannot hide that. One image's block is 0.45 MB and stays
+# in the core's cache between im2col and the product, which made the forward pass
+# about twice as fast. Images are shared out between numba's threads, each with
+# its own buffers; each thread's products (np.dot, i.e. SciPy's BLAS) must then
+# be single-threaded: see ``one_blas_thread``.
+
+@njit(cache=True, parallel=True)
+def conv_forward(x, wmat, bias, kh, kw, stride, pad_top, pad_left, ho, wo, cols, out):
+    """out[b] = im2col(x[b]) @ wmat + bias for every image b.
+
+    x: (N, H, W, C_in); wmat: (kh*kw*C_in, C_out); bias: (C_out,);
+    cols: (T, Ho*Wo, kh*kw*C_in) one buffer per thread; out: (N, Ho*Wo, C_out).
+    """
+    n, threads = x.shape[0], cols.shape[0]
+    for t in prange(threads):
+        for b in range(t, n, threads):
+            im2col_image(x, b, kh, kw, stride, pad_top, pad_left, ho, wo, cols[t])
+            np.dot(cols[t], wmat, out[b])
+            out[b] += bias
 
 
 @njit(cache=True, parallel=True)
-def col2im(dcols, kh, kw, stride, pad_top, pad_left, ho, wo, dx):
-    """Add every row of ``dcols`` back onto the pixels it came from (in place).
+def conv_backward(x, wmat, dout, kh, kw, stride, pad_top, pad_left, ho, wo, cols, dcols,
+                  dw_parts, dw_tmp, dx, need_dx):
+    """Gradients of out = im2col(x) @ wmat + bias, image by image.
 
-    dcols: (N*Ho*Wo, kh*kw*C); dx: (N, H, W, C), zeroed, then accumulated.
-    Gradient that lands in the padding is dropped: padding is not an input.
-    Images are split between threads: image b's rows only touch dx[b], so no
-    two threads ever add into the same pixel.
+    dW = sum over images of im2col(x[b]).T @ dout[b]   (each thread sums its own images
+         into dw_parts[t]; the caller adds the T parts)
+    dx[b] = col2im(dout[b] @ wmat.T)                   (only if need_dx)
+    x: (N, H, W, C_in); dout: (N, Ho*Wo, C_out); cols, dcols: (T, Ho*Wo, kh*kw*C_in);
+    dw_parts, dw_tmp: (T, kh*kw*C_in, C_out); dx: (N, H, W, C_in).
+    im2col is recomputed rather than kept from the forward pass: redoing it in
+    cache is cheaper than storing the whole batch's matrix and reading it back.
     """
-    n, h, w, c = dx.shape
-    for b in prange(n):
-        dx[b] = 0.0
-        for oy in range(ho):
-            for ox in range(wo):
-                row = (b * ho + oy) * wo + ox
-                for i in range(kh):
-                    iy = oy * stride - pad_top + i
-                    if iy < 0 or iy >= h:
-                        continue
-                    for j in range(kw):
-                        ix = ox * stride - pad_left + j
-                        if ix < 0 or ix >= w:
-                            continue
-                        col = (i * kw + j) * c
-                        for ch in range(c):
-                            dx[b, iy, ix, ch] += dcols[row, col + ch]
+    n, threads = x.shape[0], cols.shape[0]
+    for t in prange(threads):
+        dw_parts[t] = 0.0
+        for b in range(t, n, threads):
+            im2col_image(x, b, kh, kw, stride, pad_top, pad_left, ho, wo, cols[t])
+            np.dot(cols[t].T, dout[b], dw_tmp[t])
+            dw_parts[t] += dw_tmp[t]
+            if need_dx:
+                np.dot(dout[b], wmat.T, dcols[t])
+                col2im_image(dcols[t], kh, kw, stride, pad_top, pad_left, ho, wo, dx, b)
+
+
+class _OneBlasThread:
+    """Context manager: BLAS libraries at one thread each, restored on exit.
+
+    Inside ``conv_forward``/``conv_backward`` every numba thread calls BLAS at
+    once; a BLAS that starts its own threads on top of them oversubscribes the
+    cores (measured on two cores: 5-15x slower). Finding the libraries is slow,
+    so it is done once.
+    """
+
+    def __init__(self):
+        self._controller = None
+
+    def __enter__(self):
+        if self._controller is None:
+            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls)
+            from threadpoolctl import ThreadpoolController
+            self._controller = ThreadpoolController().select(user_api="blas")
+        self._limiter = self._controller.limit(limits=1)
+        return self
+
+    def __exit__(self, *exc):
+        self._limiter.restore_original_limits()
+        return False
+
+
+one_blas_thread = _OneBlasThread()
 
 
 # --------------------------------------------------------------------------

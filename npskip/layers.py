@@ -15,6 +15,7 @@ float32 by default (for training) or float64 (for gradient checks); inputs must
 have the same dtype as the parameters.
 """
 
+import numba
 import numpy as np
 
 from . import kernels
@@ -55,13 +56,21 @@ class Layer:
 
 
 class Conv2D(Layer):
-    """2-D convolution (cross-correlation) as im2col + one matrix product.
+    """2-D convolution (cross-correlation): per image, im2col and one matrix product.
 
     params["W"]: (kh, kw, C_in, C_out), Glorot-uniform; params["b"]: (C_out,), zeros.
 
     forward:  x (N, H, W, C_in) -> out (N, Ho, Wo, C_out), where
         padding="same":  Ho = ceil(H / stride)
         padding="valid": Ho = floor((H - kh) / stride) + 1     (likewise Wo)
+
+    With cols = im2col(x) (one row per output pixel, kh*kw*C_in columns) and
+    W_mat = W reshaped to (kh*kw*C_in, C_out):
+        out = cols @ W_mat + b
+        dW_mat = cols.T @ dout,   db = sum of dout over pixels,
+        dcols = dout @ W_mat.T,   dx = col2im(dcols).
+    The kernels (npskip.kernels.conv_forward / conv_backward) do this one image
+    at a time, so that an image's cols stay in cache; the sums are the same.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding="same",
@@ -81,8 +90,8 @@ class Conv2D(Layer):
                                           rng, self.dtype)
         self.params["b"] = np.zeros(out_channels, dtype=self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        # im2col buffers are reused between calls: allocating ~10 MB per call
-        # costs more in page faults than filling it does.
+        # Per-thread buffers are reused between calls: allocating them afresh on
+        # every call costs more in page faults than filling them does.
         self._workspace = {}
 
     def output_shape(self, h, w):
@@ -91,47 +100,56 @@ class Conv2D(Layer):
                                                  self.padding)
         return ho, wo, self.out_channels
 
+    def _geometry(self, x_shape):
+        ho, wo, pt, pl = kernels.conv_output_shape(x_shape[1], x_shape[2], *self.kernel_size,
+                                                   self.stride, self.padding)
+        kh, kw = self.kernel_size
+        return ho, wo, pt, pl, kh * kw * self.in_channels
+
     def forward(self, x):
         """x: (N, H, W, C_in) -> (N, Ho, Wo, C_out)."""
         check_array(x, "Conv2D input", ndim=4, last_dim=self.in_channels, dtype=self.dtype)
-        n, h, w, _ = x.shape
-        kh, kw = self.kernel_size
-        ho, wo, pt, pl = kernels.conv_output_shape(h, w, kh, kw, self.stride, self.padding)
-        cols = self._buffer("cols", (n * ho * wo, kh * kw * self.in_channels))
-        kernels.im2col(x, kh, kw, self.stride, pt, pl, ho, wo, cols)
-        w_mat = self.params["W"].reshape(kh * kw * self.in_channels, self.out_channels)
-        out = cols @ w_mat
-        out += self.params["b"]
-        self.cache = (x.shape, cols, (ho, wo, pt, pl))
+        x = np.ascontiguousarray(x)
+        n = x.shape[0]
+        ho, wo, pt, pl, k = self._geometry(x.shape)
+        threads = min(numba.get_num_threads(), n)
+        cols = self._buffer("cols", (threads, ho * wo, k))
+        out = np.empty((n, ho * wo, self.out_channels), dtype=self.dtype)
+        w_mat = self.params["W"].reshape(k, self.out_channels)
+        with kernels.one_blas_thread:
+            kernels.conv_forward(x, w_mat, self.params["b"], *self.kernel_size, self.stride,
+                                 pt, pl, ho, wo, cols, out)
+        self.cache = x
         return out.reshape(n, ho, wo, self.out_channels)
 
     def backward(self, dout, need_dx=True):
         """dout: (N, Ho, Wo, C_out) -> dx: (N, H, W, C_in); fills grads W and b.
 
-        With out = cols @ W_mat + b:
-            dW_mat = cols.T @ dout_mat,   db = sum of dout_mat over rows,
-            dcols = dout_mat @ W_mat.T,   dx = col2im(dcols).
-        need_dx=False skips the last two and returns None: the first layer of a
-        network needs no gradient for the images, and that saves a third of its backward.
+        need_dx=False skips dcols and col2im and returns None: the first layer of
+        a network needs no gradient for the images, and that saves a third of its
+        backward pass.
         """
-        x_shape, cols, (ho, wo, pt, pl) = self._take_cache()
-        n = x_shape[0]
+        x = self._take_cache()
+        n = x.shape[0]
+        ho, wo, pt, pl, k = self._geometry(x.shape)
         check_array(dout, "Conv2D upstream gradient", ndim=4, dtype=self.dtype)
         if dout.shape != (n, ho, wo, self.out_channels):
             raise ValueError(f"Conv2D upstream gradient: expected shape "
                              f"{(n, ho, wo, self.out_channels)}, received {dout.shape}")
-        kh, kw = self.kernel_size
-        dout_mat = dout.reshape(n * ho * wo, self.out_channels)
-        w_mat = self.params["W"].reshape(kh * kw * self.in_channels, self.out_channels)
-        np.matmul(cols.T, dout_mat, out=self.grads["W"].reshape(w_mat.shape))
-        np.sum(dout_mat, axis=0, out=self.grads["b"])
-        if not need_dx:
-            return None
-        dcols = self._buffer("dcols", cols.shape)
-        np.matmul(dout_mat, w_mat.T, out=dcols)
-        dx = np.empty(x_shape, dtype=self.dtype)
-        kernels.col2im(dcols, kh, kw, self.stride, pt, pl, ho, wo, dx)
-        return dx
+        dout_img = np.ascontiguousarray(dout).reshape(n, ho * wo, self.out_channels)
+        w_mat = self.params["W"].reshape(k, self.out_channels)
+        threads = min(numba.get_num_threads(), n)
+        cols = self._buffer("cols", (threads, ho * wo, k))
+        dcols = self._buffer("dcols", (threads, ho * wo, k))
+        dw_parts = self._buffer("dw_parts", (threads, k, self.out_channels))
+        dw_tmp = self._buffer("dw_tmp", (threads, k, self.out_channels))
+        dx = np.empty(x.shape, dtype=self.dtype) if need_dx else np.empty((0, 1, 1, 1), self.dtype)
+        with kernels.one_blas_thread:
+            kernels.conv_backward(x, w_mat, dout_img, *self.kernel_size, self.stride, pt, pl,
+                                  ho, wo, cols, dcols, dw_parts, dw_tmp, dx, need_dx)
+        np.sum(dw_parts, axis=0, out=self.grads["W"].reshape(k, self.out_channels))
+        np.sum(dout_img, axis=(0, 1), out=self.grads["b"])
+        return dx if need_dx else None
 
     def _buffer(self, name, shape):
         """A C-contiguous (shape) view into a reused, growing buffer."""
