@@ -20,6 +20,7 @@ definition; the tests check that the two agree. Set ``NUMBA_DISABLE_JIT=1``
 to step through the numba kernels themselves in a debugger.
 """
 
+import importlib
 import math
 
 import numpy as np
@@ -190,8 +191,8 @@ class _OneBlasThread:
 
     def __enter__(self):
         if self._controller is None:
-            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls)
             from threadpoolctl import ThreadpoolController
+            importlib.import_module("scipy.linalg.cython_blas")   # load the BLAS numba calls
             self._controller = ThreadpoolController().select(user_api="blas")
         self._limiter = self._controller.limit(limits=1)
         return self
