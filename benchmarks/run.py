@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from npskip.losses import softmax_cross_entropy  # noqa: E402
 from npskip.model import SkipCNN  # noqa: E402
 from npskip.optim import RMSprop  # noqa: E402
+from npskip.routing import downsample, downsample_flops  # noqa: E402
 from npskip.train import predict  # noqa: E402
 from peers import numpy_cnn, torch_cnn  # noqa: E402
 
@@ -147,12 +148,14 @@ def cnn2_mix(path):
 
 
 def bench_routed(repeats, mix_from, n=2048):
-    """Router + routed CNN3 against CNN1 on n MNIST-shaped images, for several route mixes."""
+    """Router + routed CNN3 against CNN1 on n MNIST-shaped images, for several route mixes,
+    with two routers: CNN2 (the paper's, CNN1's size) and the small one on 2x-pooled images."""
     rng = np.random.default_rng(0)
     x = rng.random((n, 28, 28, 1), dtype=np.float32)
     cnn1 = SkipCNN((28, 28, 1), 10, WIDTHS, seed=0)
     cnn3 = SkipCNN((28, 28, 1), 10, WIDTHS, seed=1)
-    router = SkipCNN((28, 28, 1), 3, WIDTHS, seed=2)
+    routers = {"CNN2": (SkipCNN((28, 28, 1), 3, WIDTHS, seed=2), 1),
+               "small": (SkipCNN((14, 14, 1), 3, (8, 16), seed=2), 2)}
     mixes = {"all route 0": [1, 0, 0], "all route 2": [0, 0, 1], "thirds": [1, 1, 1],
              "route 1 only": [0, 1, 0]}
     counts, source = cnn2_mix(mix_from)
@@ -166,23 +169,26 @@ def bench_routed(repeats, mix_from, n=2048):
         routes = np.repeat(np.arange(3), np.round(p * n).astype(int))[:n]
         routes = np.concatenate([routes, np.full(n - len(routes), 2)])
         rng.shuffle(routes)
-
-        def routed():
-            predict(router, x).argmax(axis=1)           # the router's work (its answer ignored)
-            order = np.argsort(routes, kind="stable")
-            predict(cnn3, x[order], routes[order])
-
-        t_routed = timeit(routed, repeats, warmup=1)
         t_cnn3 = timeit(lambda: predict(cnn3, x[np.argsort(routes, kind="stable")],
                                         np.sort(routes)), repeats, warmup=1)
         cnn3_flops = cnn3.flops_per_image(routes).mean()
-        rows.append({
-            "mix": name, "route_fractions": p.tolist(),
-            "flops_fraction": (cnn3_flops + router.flops()["total"]) / full,
-            "wall_fraction": t_routed["median"] / t_cnn1["median"],
-            "flops_fraction_cnn3_only": cnn3_flops / full,
-            "wall_fraction_cnn3_only": t_cnn3["median"] / t_cnn1["median"],
-        })
+        for router_name, (router, factor) in routers.items():
+            def routed():
+                seen = downsample(x, factor) if factor > 1 else x
+                predict(router, seen).argmax(axis=1)      # the router's work (its answer ignored)
+                order = np.argsort(routes, kind="stable")
+                predict(cnn3, x[order], routes[order])
+
+            t_routed = timeit(routed, repeats, warmup=1)
+            router_flops = router.flops()["total"] + (downsample_flops((28, 28, 1))
+                                                      if factor > 1 else 0)
+            rows.append({
+                "mix": name, "router": router_name, "route_fractions": p.tolist(),
+                "flops_fraction": (cnn3_flops + router_flops) / full,
+                "wall_fraction": t_routed["median"] / t_cnn1["median"],
+                "flops_fraction_cnn3_only": cnn3_flops / full,
+                "wall_fraction_cnn3_only": t_cnn3["median"] / t_cnn1["median"],
+            })
     return {"images": n, "cnn1_seconds": t_cnn1, "mix_source": source, "mixes": rows}
 
 
@@ -304,7 +310,8 @@ def main(argv=None):
     print(f"\nrouted inference on {routed['images']} images (router + CNN3, sorted by route) vs "
           f"CNN1; fractions of CNN1's multiply-adds and median wall-clock:")
     for row in routed["mixes"]:
-        print(f"  {row['mix']:34s} FLOPs {row['flops_fraction']:.3f}  wall {row['wall_fraction']:.3f}"
+        print(f"  {row['mix']:34s} {row['router']:5s} router: FLOPs {row['flops_fraction']:.3f}  "
+              f"wall {row['wall_fraction']:.3f} (ratio {row['wall_fraction'] / row['flops_fraction']:.2f})"
               f"   (CNN3 alone: FLOPs {row['flops_fraction_cnn3_only']:.3f}, wall "
               f"{row['wall_fraction_cnn3_only']:.3f}, ratio "
               f"{row['wall_fraction_cnn3_only'] / row['flops_fraction_cnn3_only']:.2f})")
