@@ -93,6 +93,17 @@ def threshold_routes(router_probs, threshold):
     return np.count_nonzero(cum[:, :-1] < threshold, axis=1).astype(np.int64)
 
 
+def pick_threshold(val_accuracy, val_flops, reference, tolerance):
+    """Index of the cheapest threshold whose validation accuracy is >= reference - tolerance.
+
+    val_accuracy, val_flops: one value per threshold, measured on the validation
+    split; reference: CNN1's validation accuracy. Returns None if no threshold
+    qualifies. The test set plays no part in the choice.
+    """
+    ok = [i for i, a in enumerate(val_accuracy) if a >= reference - tolerance]
+    return min(ok, key=lambda i: val_flops[i]) if ok else None
+
+
 def cheap_routed_predict(router, model, x, threshold, factor=2, batch_size=256):
     """Downsample, route with the router and the threshold, run CNN3 sorted by route.
 
