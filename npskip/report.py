@@ -74,12 +74,15 @@ def summarize(config, per_seed):
         mean, std = flats[0], None
     else:
         mean, std = {}, {}
-        for key in flats[0]:
-            values = [f.get(key) for f in flats]
+        # A figure only some seeds have (a stage one seed has not run yet) is left
+        # out rather than averaged over the seeds that happen to have it.
+        for key in [k for k in flats[0] if all(k in f for f in flats)]:
+            values = [f[key] for f in flats]
             try:
                 arr = np.array(values, dtype=np.float64)
             except (TypeError, ValueError):
-                mean[key] = values[0]
+                # words (a label name, a note): kept if every seed agrees, else listed
+                mean[key] = values[0] if all(v == values[0] for v in values) else values
                 continue
             mean[key] = arr.mean(axis=0).tolist() if arr.ndim > 1 else float(arr.mean())
             std[key] = arr.std(axis=0).tolist() if arr.ndim > 1 else float(arr.std())

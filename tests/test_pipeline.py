@@ -178,3 +178,16 @@ def test_reproduce_runs_on_cifar100_format_fixtures(tmp_path):
     assert results["cnn1"]["test_count"] == 100
     assert sum(results["cnn3_deploy"]["route_counts"]) == 100
     assert (out / "top_images_conv3.png").exists()
+
+
+def test_summary_leaves_out_figures_some_seeds_lack():
+    from npskip.pipeline import Config
+    from npskip.report import summarize
+    per_seed = {0: {"cnn1": {"test_accuracy": 0.98}, "extension": {"router": {"test_accuracy": 0.9}},
+                    "tag": "a"},
+                1: {"cnn1": {"test_accuracy": 0.99}, "tag": "b"}}
+    results = summarize(Config(seeds=[0, 1]), per_seed)
+    assert results["cnn1"]["test_accuracy"] == pytest.approx(0.985)
+    assert "extension" not in results                 # seed 1 has none: not averaged over seed 0
+    assert results["tag"] == ["a", "b"]               # words that differ are listed, not picked
+    assert results["per_seed"]["0"]["extension"]["router"]["test_accuracy"] == 0.9
