@@ -29,6 +29,16 @@ def meets_target(cnn1_acc, acc, flops, wall):
             and wall <= TARGET["wall_fraction"])
 
 
+def _per_seed_points(results, key):
+    """[(cnn1 accuracy, operating point)] of every seed, from results["per_seed"]."""
+    out = []
+    for r in results.get("per_seed", {}).values():
+        point = r.get("extension", {}).get("curve", {}).get(key)
+        if point is not None:
+            out.append((r["cnn1"]["test_accuracy"], point))
+    return out
+
+
 def markdown(results):
     """Lines of report.md for the extension (empty if it did not run)."""
     ext = results.get("extension")
@@ -67,9 +77,10 @@ def markdown(results):
         if key not in cv:
             continue
         p = cv[key]
+        ts = " / ".join(f"{q['threshold']:.3g}" for _, q in _per_seed_points(results, key))
         lines += [
             f"| **operating point**, tolerance {100 * p['tolerance']:.1f} points on validation "
-            f"(t = {p['threshold']:.3g}) | **{_pct(p['test_accuracy'])}** | "
+            f"(t = {ts}) | **{_pct(p['test_accuracy'])}** | "
             f"**{p['flops_fraction']:.3f}** | **{p['wall_fraction']:.3f}** |",
             f"| random routes in that point's mix | {_pct(p['random_test_accuracy'])} | "
             f"{p['flops_fraction']:.3f} | - |",
@@ -104,15 +115,37 @@ def verdict(results):
             continue
         p = ext["curve"][key]
         meets = meets_target(cnn1, p["test_accuracy"], p["flops_fraction"], p["wall_fraction"])
-        s.append(f"The operating point chosen on validation with a {100 * p['tolerance']:.1f}-point "
-                 f"tolerance (t = {p['threshold']:.3g}) " + ("meets it" if meets else
-                                                            "does not meet it")
-                 + f": {_pct(p['test_accuracy'])} against CNN1's {_pct(cnn1)}, at "
-                   f"{p['flops_fraction']:.2f} of the multiply-adds and {p['wall_fraction']:.2f} "
-                   f"of the wall-clock.")
-    s.append(f"{len(hits)} of the {len(c['threshold'])} curve points meet it on the test set"
-             + (" (thresholds " + ", ".join(f"{c['threshold'][i]:.3g}" for i in hits) + ")."
-                if hits else "."))
+        seeds = _per_seed_points(results, key)
+        by_seed = [meets_target(a, q["test_accuracy"], q["flops_fraction"], q["wall_fraction"])
+                   for a, q in seeds]
+        if len(seeds) > 1:
+            s.append(f"The operating point chosen on validation with a {100 * p['tolerance']:.1f}-"
+                     f"point tolerance meets it on {sum(by_seed)} of {len(seeds)} seeds (mean "
+                     f"{_pct(p['test_accuracy'])} against CNN1's {_pct(cnn1)}, at "
+                     f"{p['flops_fraction']:.2f} of the multiply-adds and "
+                     f"{p['wall_fraction']:.2f} of the wall-clock).")
+        else:
+            s.append(f"The operating point chosen on validation with a {100 * p['tolerance']:.1f}-"
+                     f"point tolerance " + ("meets it" if meets else "does not meet it")
+                     + f": {_pct(p['test_accuracy'])} against CNN1's {_pct(cnn1)}, at "
+                       f"{p['flops_fraction']:.2f} of the multiply-adds and "
+                       f"{p['wall_fraction']:.2f} of the wall-clock.")
+    per_seed = []
+    for r in results.get("per_seed", {}).values():
+        cs = r.get("extension", {}).get("curve", {}).get("curve")
+        if cs:
+            a = r["cnn1"]["test_accuracy"]
+            per_seed.append([t for i, t in enumerate(cs["threshold"])
+                             if meets_target(a, cs["test_accuracy"][i], cs["flops_fraction"][i],
+                                             cs["wall_fraction"][i])])
+    if len(per_seed) > 1:
+        s.append("Curve points that meet it, seed by seed: "
+                 + "; ".join(("t = " + ", ".join(f"{t:.3g}" for t in ts)) if ts else "none"
+                             for ts in per_seed) + ".")
+    else:
+        s.append(f"{len(hits)} of the {len(c['threshold'])} curve points meet it on the test set"
+                 + (" (thresholds " + ", ".join(f"{c['threshold'][i]:.3g}" for i in hits) + ")."
+                    if hits else "."))
     gain = np.array(c["test_accuracy"]) - np.array(c["random_test_accuracy"])
     s.append(f"Against random routes with the same mix the router gains "
              f"{100 * gain.min():+.2f} to {100 * gain.max():+.2f} points along the curve, so its "
