@@ -163,7 +163,7 @@ def run_curve(run):
         # tolerance of CNN1's; the test set only reports them. Two tolerances: the
         # config's (default 0.1 points, half the target's margin) and the target's own.
         cnn1_val = run.run_cnn1()["history"]["val_accuracy"][-1]
-        points = {name: operating_point(curve, cnn1_val, tol, n) for name, tol in
+        points = {key: operating_point(curve, cnn1_val, tol, n) for key, tol in
                   (("operating_point", cfg.operating_tolerance),
                    ("operating_point_at_target_margin", TARGET["accuracy_gap"]))}
         oracle = cheapest(b["right_test"])
