@@ -182,23 +182,31 @@ class _OneBlasThread:
 
     Inside ``conv_forward``/``conv_backward`` every numba thread calls BLAS at
     once; a BLAS that starts its own threads on top of them oversubscribes the
-    cores (measured on two cores: 5-15x slower). Finding the libraries is slow,
-    so it is done once.
+    cores (measured on two cores: 5-15x slower). A threaded BLAS call just before
+    a numba kernel hurts too: its idle threads spin for a while and take cores
+    from numba's. So SkipCNN holds this for a whole forward or backward pass.
+    Nested uses are counted and only the outermost one acts. Finding the
+    libraries is slow, so it is done once. Not for use from several Python
+    threads at once.
     """
 
     def __init__(self):
-        self._controller = None
+        self._controller, self._limiter, self._depth = None, None, 0
 
     def __enter__(self):
-        if self._controller is None:
-            from threadpoolctl import ThreadpoolController
-            importlib.import_module("scipy.linalg.cython_blas")   # load the BLAS numba calls
-            self._controller = ThreadpoolController().select(user_api="blas")
-        self._limiter = self._controller.limit(limits=1)
+        if self._depth == 0:
+            if self._controller is None:
+                from threadpoolctl import ThreadpoolController
+                importlib.import_module("scipy.linalg.cython_blas")   # load the BLAS numba calls
+                self._controller = ThreadpoolController().select(user_api="blas")
+            self._limiter = self._controller.limit(limits=1)
+        self._depth += 1
         return self
 
     def __exit__(self, *exc):
-        self._limiter.restore_original_limits()
+        self._depth -= 1
+        if self._depth == 0:
+            self._limiter.restore_original_limits()
         return False
 
 

@@ -29,6 +29,7 @@ ResNet's "option A"), so one dense layer serves every route.
 
 import numpy as np
 
+from . import kernels
 from .checks import check_array
 from .layers import Conv2D, Dense, Flatten, ReLU
 
@@ -106,7 +107,13 @@ class SkipCNN:
 
         x: (N, H, W, C) of the model's dtype; routes: (N,) ints in 0..depth-1, or
         None (every sample takes the full network).  Returns logits (N, num_classes).
+        BLAS is held at one thread throughout: numba's threads do the parallel work
+        (see ``kernels.one_blas_thread``).
         """
+        with kernels.one_blas_thread:
+            return self._forward(x, routes)
+
+    def _forward(self, x, routes):
         check_array(x, "SkipCNN input", ndim=4, dtype=self.dtype)
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"SkipCNN input: expected shape (N, {', '.join(map(str, self.input_shape))}), "
@@ -153,6 +160,10 @@ class SkipCNN:
         Returns dL/dx (N, H, W, C) if need_dx, else None (training never needs
         the gradient for the images, and conv1 then skips its col2im).
         """
+        with kernels.one_blas_thread:
+            return self._backward(dlogits, need_dx)
+
+    def _backward(self, dlogits, need_dx):
         if self._order is None:
             raise RuntimeError("SkipCNN.backward called without a forward pass")
         order, reach = self._order, self._reach

@@ -100,3 +100,21 @@ def test_relu_backward_matches_naive(rng, dtype):
     got = kernels.relu_backward(out.reshape(-1), dout.reshape(-1)).reshape(out.shape)
     np.testing.assert_array_equal(got, kernels.relu_backward_naive(out, dout))
     assert got.dtype == dtype
+
+
+def test_one_blas_thread_nests_and_restores():
+    from threadpoolctl import threadpool_info
+    from npskip.model import SkipCNN
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    model = SkipCNN((6, 6, 1), 3, widths=(10, 10, 12))
+    model.forward(np.zeros((2, 6, 6, 1), np.float32))      # loads every BLAS library first
+    before = blas_threads()
+    with kernels.one_blas_thread:
+        with kernels.one_blas_thread:
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}                    # the inner exit does not restore
+    assert blas_threads() == before
+    model.backward(np.ones((2, 3), np.float32))
+    assert blas_threads() == before
