@@ -35,7 +35,7 @@ from npskip.losses import softmax_cross_entropy  # noqa: E402
 from npskip.model import SkipCNN  # noqa: E402
 from npskip.optim import RMSprop  # noqa: E402
 from npskip.routing import downsample, downsample_flops  # noqa: E402
-from npskip.train import predict  # noqa: E402
+from npskip.train import predict, predict_by_route  # noqa: E402
 from peers import numpy_cnn, torch_cnn  # noqa: E402
 
 WIDTHS = (16, 16, 32)
@@ -169,15 +169,13 @@ def bench_routed(repeats, mix_from, n=2048):
         routes = np.repeat(np.arange(3), np.round(p * n).astype(int))[:n]
         routes = np.concatenate([routes, np.full(n - len(routes), 2)])
         rng.shuffle(routes)
-        t_cnn3 = timeit(lambda: predict(cnn3, x[np.argsort(routes, kind="stable")],
-                                        np.sort(routes)), repeats, warmup=1)
+        t_cnn3 = timeit(lambda: predict_by_route(cnn3, x, routes), repeats, warmup=1)
         cnn3_flops = cnn3.flops_per_image(routes).mean()
         for router_name, (router, factor) in routers.items():
             def routed():
                 seen = downsample(x, factor) if factor > 1 else x
                 predict(router, seen).argmax(axis=1)      # the router's work (its answer ignored)
-                order = np.argsort(routes, kind="stable")
-                predict(cnn3, x[order], routes[order])
+                predict_by_route(cnn3, x, routes)
 
             t_routed = timeit(routed, repeats, warmup=1)
             router_flops = router.flops()["total"] + (downsample_flops((28, 28, 1))

@@ -24,9 +24,9 @@ from .pipeline import accuracy_record, save_arrays
 from .routing import (behaviour_labels, cheap_routed_predict, cheapest, downsample,
                       downsample_flops, pick_threshold, random_routes, route_probabilities,
                       threshold_routes)
+from .losses import softmax
 from .stats import confusion_matrix, majority_baseline
 from .train import predict
-from .losses import softmax
 
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95,
               0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
@@ -82,22 +82,28 @@ def behaviour(run):
     return np.load(run.folder / "behaviour.npz", allow_pickle=False)
 
 
+def pool_factor(config):
+    """The small router sees the image pooled 2x2; the full one sees it as is."""
+    return 2 if config.router == "small" else 1
+
+
 def router_input(config, x):
-    """What the router sees: the image pooled 2x2 (small router) or as is (full)."""
-    return downsample(x, 2) if config.router == "small" else x
+    """What the router sees (see pool_factor)."""
+    f = pool_factor(config)
+    return downsample(x, f) if f > 1 else x
 
 
 def new_router(run):
-    depth = len(run.config.widths)
-    if run.config.router == "small":
+    depth, f = len(run.config.widths), pool_factor(run.config)
+    if f > 1:
         h, w, c = run.input_shape
-        return SkipCNN((h // 2, w // 2, c), depth, run.config.router_widths, seed=[run.seed, 5])
+        return SkipCNN((h // f, w // f, c), depth, run.config.router_widths, seed=[run.seed, 5])
     return SkipCNN(run.input_shape, depth, run.config.widths, seed=[run.seed, 5])
 
 
 def router_flops(config, router, input_shape):
     """The router's multiply-adds per image, pooling included."""
-    pool = downsample_flops(input_shape) if config.router == "small" else 0
+    pool = downsample_flops(input_shape) if pool_factor(config) > 1 else 0
     return router.flops()["total"] + pool
 
 
@@ -196,7 +202,7 @@ def time_curve(cnn1, router, cnn3, x, config):
     shared machine hits both. Returns (wall fractions per threshold, CNN1 seconds).
     """
     def routed(t):
-        return cheap_routed_predict(router, cnn3, x, t, factor=2 if config.router == "small" else 1)
+        return cheap_routed_predict(router, cnn3, x, t, factor=pool_factor(config))
     predict(cnn1, x[:256])                       # compile and warm the buffers first
     routed(0.5)
     t_cnn1, t_routed = [], [[] for _ in THRESHOLDS]

@@ -29,7 +29,7 @@ from .data import as_float32, load
 from .model import SkipCNN
 from .ranking import rank
 from .stats import confusion_matrix, majority_baseline, stratified_split, wilson_interval
-from .train import evaluate, fit_resumable, predict
+from .train import evaluate, fit_resumable, predict, predict_by_route
 
 PAPER = {"cnn1_test_accuracy": 0.98, "cnn2_test_accuracy": 0.62,
          "cnn3_test_accuracy": "close to 1.00", "efficiency": "improved (not measured)"}
@@ -278,14 +278,10 @@ class SeedRun:
 def routed_predict(router, model, x, batch_size=256):
     """CNN2 picks each image's route, then CNN3 runs the images sorted by route.
 
-    Sorting by route makes each batch (nearly) one route, so each conv layer runs
-    on large sub-batches. Returns (logits (N, classes), routes (N,)).
+    Returns (logits (N, classes), routes (N,)).
     """
     routes = predict(router, x, batch_size=batch_size).argmax(axis=1)
-    order = np.argsort(routes, kind="stable")
-    logits = np.empty((len(x), model.num_classes), dtype=model.dtype)
-    logits[order] = predict(model, x[order], routes[order], batch_size=batch_size)
-    return logits, routes
+    return predict_by_route(model, x, routes, batch_size), routes
 
 
 def time_routed_inference(cnn1, router, cnn3, x, repeats=3):

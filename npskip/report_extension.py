@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .extension import TARGET
+from .extension import TARGET, suffix
 
 
 def stage_names(config):
     """The extension's stage files for this config: (name in results.json, file stem)."""
     if config.router == "none":
         return []
-    s = f"{config.labels}_{config.router}"
+    s = suffix(config)
     return [("cnn3_any", "cnn3_any"), ("behaviour", "behaviour"), ("router", f"router_{s}"),
             ("curve", f"curve_{s}")]
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .checks import check_array
 from .losses import softmax
-from .train import predict
+from .train import predict, predict_by_route
 
 
 def downsample(x, factor=2):
@@ -39,7 +39,7 @@ def downsample(x, factor=2):
                                                                           dtype=x.dtype)
 
 
-def downsample_flops(input_shape, factor=2):
+def downsample_flops(input_shape):
     """Multiply-adds of downsample per image: one per input value (sum, then scale)."""
     h, w, c = input_shape
     return h * w * c
@@ -113,7 +113,4 @@ def cheap_routed_predict(router, model, x, threshold, factor=2, batch_size=256):
     seen = downsample(x, factor) if factor > 1 else x
     probs = softmax(predict(router, seen, batch_size=batch_size))
     routes = threshold_routes(probs, threshold)
-    order = np.argsort(routes, kind="stable")
-    logits = np.empty((len(x), model.num_classes), dtype=model.dtype)
-    logits[order] = predict(model, x[order], routes[order], batch_size=batch_size)
-    return logits, routes
+    return predict_by_route(model, x, routes, batch_size), routes
