@@ -143,12 +143,13 @@ class Conv2D(Layer):
         dcols = self._buffer("dcols", (threads, ho * wo, k))
         dw_parts = self._buffer("dw_parts", (threads, k, self.out_channels))
         dw_tmp = self._buffer("dw_tmp", (threads, k, self.out_channels))
+        db_parts = self._buffer("db_parts", (threads, self.out_channels))
         dx = np.empty(x.shape, dtype=self.dtype) if need_dx else np.empty((0, 1, 1, 1), self.dtype)
         with kernels.one_blas_thread:
             kernels.conv_backward(x, w_mat, dout_img, *self.kernel_size, self.stride, pt, pl,
-                                  ho, wo, cols, dcols, dw_parts, dw_tmp, dx, need_dx)
+                                  ho, wo, cols, dcols, dw_parts, dw_tmp, db_parts, dx, need_dx)
         np.sum(dw_parts, axis=0, out=self.grads["W"].reshape(k, self.out_channels))
-        np.sum(dout_img, axis=(0, 1), out=self.grads["b"])
+        np.sum(db_parts, axis=0, out=self.grads["b"])
         return dx if need_dx else None
 
     def _buffer(self, name, shape):
