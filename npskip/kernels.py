@@ -184,6 +184,41 @@ def conv_backward(x, wmat, dout, kh, kw, stride, pad_top, pad_left, ho, wo, cols
                 col2im_image(dcols[t], kh, kw, stride, pad_top, pad_left, ho, wo, dx, b)
 
 
+# --------------------------------------------------------------------------
+# the dense layer's products, shared out by rows
+# --------------------------------------------------------------------------
+# Inside SkipCNN BLAS runs on one thread (see ``one_blas_thread``), so the dense
+# layer's products are split between numba's threads instead: each thread takes
+# a contiguous block of the batch's rows.
+
+@njit(cache=True, parallel=True)
+def matmul_rows(a, b, out, threads):
+    """out = a @ b, each of ``threads`` threads computing a block of rows.
+
+    a: (N, K); b: (K, M) (C- or F-ordered, e.g. a transpose); out: (N, M).
+    """
+    n = a.shape[0]
+    for t in prange(threads):
+        start, stop = t * n // threads, (t + 1) * n // threads
+        if stop > start:
+            np.dot(a[start:stop], b, out[start:stop])
+
+
+@njit(cache=True, parallel=True)
+def matmul_tn_rows(a, b, parts):
+    """parts[t] = a[rows of t].T @ b[rows of t]; their sum over t is a.T @ b.
+
+    a: (N, K); b: (N, M); parts: (T, K, M). The caller adds the T parts.
+    """
+    n, threads = a.shape[0], parts.shape[0]
+    for t in prange(threads):
+        start, stop = t * n // threads, (t + 1) * n // threads
+        if stop > start:
+            np.dot(a[start:stop].T, b[start:stop], parts[t])
+        else:
+            parts[t] = 0.0
+
+
 class _OneBlasThread:
     """Context manager: BLAS libraries at one thread each, restored on exit.
 

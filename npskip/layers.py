@@ -112,7 +112,7 @@ class Conv2D(Layer):
         x = np.ascontiguousarray(x)
         n = x.shape[0]
         ho, wo, pt, pl, k = self._geometry(x.shape)
-        threads = min(numba.get_num_threads(), n)
+        threads = _threads(n)
         cols = self._buffer("cols", (threads, ho * wo, k))
         out = np.empty((n, ho * wo, self.out_channels), dtype=self.dtype)
         w_mat = self.params["W"].reshape(k, self.out_channels)
@@ -138,7 +138,7 @@ class Conv2D(Layer):
                              f"{(n, ho, wo, self.out_channels)}, received {dout.shape}")
         dout_img = np.ascontiguousarray(dout).reshape(n, ho * wo, self.out_channels)
         w_mat = self.params["W"].reshape(k, self.out_channels)
-        threads = min(numba.get_num_threads(), n)
+        threads = _threads(n)
         cols = self._buffer("cols", (threads, ho * wo, k))
         dcols = self._buffer("dcols", (threads, ho * wo, k))
         dw_parts = self._buffer("dw_parts", (threads, k, self.out_channels))
@@ -214,14 +214,38 @@ class Dense(Layer):
 
     def forward(self, x):
         check_array(x, "Dense input", ndim=2, last_dim=self.in_features, dtype=self.dtype)
+        x = np.ascontiguousarray(x)
         self.cache = x
-        return x @ self.params["W"] + self.params["b"]
+        out = np.empty((x.shape[0], self.out_features), dtype=self.dtype)
+        # out = x @ W, rows shared between numba's threads, each with a one-thread BLAS.
+        with kernels.one_blas_thread:
+            kernels.matmul_rows(x, self.params["W"], out, _threads(x.shape[0]))
+        out += self.params["b"]
+        return out
 
     def backward(self, dout):
-        """dout: (N, out_features) -> dx: (N, in_features); fills grads W and b."""
+        """dout: (N, out_features) -> dx: (N, in_features); fills grads W and b.
+
+        dW = x.T @ dout,  db = sum of dout over the batch,  dx = dout @ W.T
+        """
         x = self._take_cache()
         check_array(dout, "Dense upstream gradient", ndim=2, last_dim=self.out_features,
                     dtype=self.dtype)
-        np.matmul(x.T, dout, out=self.grads["W"])
+        if dout.shape[0] != x.shape[0]:
+            raise ValueError(f"Dense upstream gradient: expected {x.shape[0]} rows, "
+                             f"received {dout.shape[0]}")
+        dout = np.ascontiguousarray(dout)
+        n = x.shape[0]
+        parts = np.empty((_threads(n),) + self.params["W"].shape, dtype=self.dtype)
+        dx = np.empty_like(x)
+        with kernels.one_blas_thread:
+            kernels.matmul_tn_rows(x, dout, parts)
+            kernels.matmul_rows(dout, self.params["W"].T, dx, _threads(n))
+        np.sum(parts, axis=0, out=self.grads["W"])
         np.sum(dout, axis=0, out=self.grads["b"])
-        return dout @ self.params["W"].T
+        return dx
+
+
+def _threads(n):
+    """How many numba threads to share n rows between (at least one row each)."""
+    return max(1, min(numba.get_num_threads(), n))
