@@ -17,6 +17,7 @@ class NumpyConv2D(Conv2D):
 
     im2col: a strided window view of the padded input, copied into rows.
     col2im: one sliced ``+=`` per kernel offset (kh*kw of them).
+    ReLU (activation="relu"): np.maximum after the product, its mask before the backward ones.
     """
 
     def forward(self, x):
@@ -26,13 +27,17 @@ class NumpyConv2D(Conv2D):
         windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))   # (N, H, W, C, kh, kw)
         cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * h * w, kh * kw * c)
         out = cols @ self.params["W"].reshape(-1, self.out_channels) + self.params["b"]
-        self.cache = (x.shape, cols)
+        if self.activation == "relu":
+            out = np.maximum(out, 0)
+        self.cache = (x.shape, cols, out)
         return out.reshape(n, h, w, self.out_channels)
 
     def backward(self, dout, need_dx=True):
-        (n, h, w, c), cols = self._take_cache()
+        (n, h, w, c), cols, out = self._take_cache()
         kh, kw = self.kernel_size
         d = dout.reshape(-1, self.out_channels)
+        if self.activation == "relu":
+            d = np.where(out > 0, d, 0)
         w_mat = self.params["W"].reshape(-1, self.out_channels)
         self.grads["W"][...] = (cols.T @ d).reshape(self.grads["W"].shape)
         self.grads["b"][...] = d.sum(axis=0)
@@ -50,7 +55,7 @@ def numpy_cnn(input_shape, num_classes, widths, seed=0):
     """SkipCNN with every convolution replaced by NumpyConv2D (same weights)."""
     model = SkipCNN(input_shape, num_classes, widths, seed=seed)
     for k, conv in enumerate(model.convs):
-        twin = NumpyConv2D(conv.in_channels, conv.out_channels, 3)
+        twin = NumpyConv2D(conv.in_channels, conv.out_channels, 3, activation=conv.activation)
         for name in conv.params:
             twin.params[name][...] = conv.params[name]
         model.convs[k] = twin

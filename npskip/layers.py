@@ -59,6 +59,8 @@ class Conv2D(Layer):
     """2-D convolution (cross-correlation): per image, im2col and one matrix product.
 
     params["W"]: (kh, kw, C_in, C_out), Glorot-uniform; params["b"]: (C_out,), zeros.
+    activation: None, or "relu" for max(., 0) applied to the output, as Keras'
+    ``Conv2D(..., activation="relu")`` does (the same as a ReLU layer after it).
 
     forward:  x (N, H, W, C_in) -> out (N, Ho, Wo, C_out), where
         padding="same":  Ho = ceil(H / stride)
@@ -66,16 +68,22 @@ class Conv2D(Layer):
 
     With cols = im2col(x) (one row per output pixel, kh*kw*C_in columns) and
     W_mat = W reshaped to (kh*kw*C_in, C_out):
-        out = cols @ W_mat + b
-        dW_mat = cols.T @ dout,   db = sum of dout over pixels,
-        dcols = dout @ W_mat.T,   dx = col2im(dcols).
+        out = cols @ W_mat + b                 (then out = max(out, 0) with ReLU)
+        g = dout                               (with ReLU: dout where out > 0, else 0)
+        dW_mat = cols.T @ g,   db = sum of g over pixels,
+        dcols = g @ W_mat.T,   dx = col2im(dcols).
     The kernels (npskip.kernels.conv_forward / conv_backward) do this one image
     at a time, so that an image's cols stay in cache; the sums are the same.
+    Fusing the ReLU into them saves the separate passes over the whole batch
+    that a ReLU layer makes (a quarter of CNN1's inference time, measured).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding="same",
-                 rng=0, dtype=np.float32):
+                 activation=None, rng=0, dtype=np.float32):
         super().__init__()
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
+        self.activation = activation
         kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
         if padding not in ("same", "valid"):
             raise ValueError(f"padding: expected 'same' or 'valid', received {padding!r}")
@@ -117,10 +125,11 @@ class Conv2D(Layer):
         out = np.empty((n, ho * wo, self.out_channels), dtype=self.dtype)
         w_mat = self.params["W"].reshape(k, self.out_channels)
         with kernels.one_blas_thread:
-            kernels.conv_forward(x, w_mat, self.params["b"], *self.kernel_size, self.stride,
-                                 pt, pl, ho, wo, cols, out)
-        self.cache = x
-        return out.reshape(n, ho, wo, self.out_channels)
+            kernels.conv_forward(x, w_mat, self.params["b"], self.activation == "relu",
+                                 *self.kernel_size, self.stride, pt, pl, ho, wo, cols, out)
+        out = out.reshape(n, ho, wo, self.out_channels)
+        self.cache = (x, out)          # ReLU's backward needs the output
+        return out
 
     def backward(self, dout, need_dx=True):
         """dout: (N, Ho, Wo, C_out) -> dx: (N, H, W, C_in); fills grads W and b.
@@ -129,7 +138,7 @@ class Conv2D(Layer):
         a network needs no gradient for the images, and that saves a third of its
         backward pass.
         """
-        x = self._take_cache()
+        x, out = self._take_cache()
         n = x.shape[0]
         ho, wo, pt, pl, k = self._geometry(x.shape)
         check_array(dout, "Conv2D upstream gradient", ndim=4, dtype=self.dtype)
@@ -140,14 +149,17 @@ class Conv2D(Layer):
         w_mat = self.params["W"].reshape(k, self.out_channels)
         threads = _threads(n)
         cols = self._buffer("cols", (threads, ho * wo, k))
+        grad = self._buffer("grad", (threads, ho * wo, self.out_channels))
         dcols = self._buffer("dcols", (threads, ho * wo, k))
         dw_parts = self._buffer("dw_parts", (threads, k, self.out_channels))
         dw_tmp = self._buffer("dw_tmp", (threads, k, self.out_channels))
         db_parts = self._buffer("db_parts", (threads, self.out_channels))
         dx = np.empty(x.shape, dtype=self.dtype) if need_dx else np.empty((0, 1, 1, 1), self.dtype)
         with kernels.one_blas_thread:
-            kernels.conv_backward(x, w_mat, dout_img, *self.kernel_size, self.stride, pt, pl,
-                                  ho, wo, cols, dcols, dw_parts, dw_tmp, db_parts, dx, need_dx)
+            kernels.conv_backward(x, out.reshape(dout_img.shape), dout_img, w_mat,
+                                  self.activation == "relu", *self.kernel_size, self.stride,
+                                  pt, pl, ho, wo, cols, grad, dcols, dw_parts, dw_tmp,
+                                  db_parts, dx, need_dx)
         np.sum(dw_parts, axis=0, out=self.grads["W"].reshape(k, self.out_channels))
         np.sum(db_parts, axis=0, out=self.grads["b"])
         return dx if need_dx else None

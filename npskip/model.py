@@ -2,6 +2,8 @@
 
     conv1 -> ReLU -> conv2 -> ReLU -> conv3 -> ReLU -> flatten -> dense -> logits
 
+(each ReLU runs inside its convolution's kernel: ``Conv2D(activation="relu")``)
+
 All convolutions are 3x3, stride 1, 'same' padding, so every layer keeps the
 input's height and width and any layer's output can feed the dense layer
 (section 3 of the paper: "all the convolutional layers ... had the same height
@@ -31,7 +33,7 @@ import numpy as np
 
 from . import kernels
 from .checks import check_array
-from .layers import Conv2D, Dense, Flatten, ReLU
+from .layers import Conv2D, Dense, Flatten
 
 
 class SkipCNN:
@@ -56,14 +58,14 @@ class SkipCNN:
         rng = np.random.default_rng(seed)
         h, w, c = self.input_shape
         ins = (c,) + self.widths[:-1]
-        self.convs = [Conv2D(i, o, 3, 1, "same", rng=rng, dtype=dtype)
+        self.convs = [Conv2D(i, o, 3, 1, "same", activation="relu", rng=rng, dtype=dtype)
                       for i, o in zip(ins, self.widths)]
-        self.relus = [ReLU() for _ in self.widths]
         self.flatten = Flatten()
         self.max_width = max(self.widths)
         self.dense = Dense(h * w * self.max_width, self.num_classes, rng=rng, dtype=dtype)
         self._ran = []
         self._order = None
+        self.activations = []
 
     # ------------------------------------------------------------------
     @property
@@ -107,6 +109,9 @@ class SkipCNN:
 
         x: (N, H, W, C) of the model's dtype; routes: (N,) ints in 0..depth-1, or
         None (every sample takes the full network).  Returns logits (N, num_classes).
+        Afterwards ``self.activations[k]`` is conv layer k's ReLU output for the
+        samples that reached it, sorted by route, deepest first (in batch order when
+        every sample takes the same route); layers nobody reached have no entry.
         BLAS is held at one thread throughout: numba's threads do the parallel work
         (see ``kernels.one_blas_thread``).
         """
@@ -120,7 +125,7 @@ class SkipCNN:
                              f"received {x.shape}")
         n = x.shape[0]
         routes = self._check_routes(routes, n)
-        for layer in self.layers + self.relus + [self.flatten]:
+        for layer in self.layers + [self.flatten]:
             layer.zero_grad()          # skipped layers keep zero grads and no cache
         # Deepest route first, stable so equal routes keep their batch order.
         order = np.argsort(-routes, kind="stable")
@@ -130,13 +135,14 @@ class SkipCNN:
         in_order = bool(np.all(order == np.arange(n)))
         h = x if in_order else x[order]
         feats = None                   # the dense layer's input, (N, H, W, max_width)
-        self._ran, self._unpadded = [], False
-        for k, (conv, relu) in enumerate(zip(self.convs, self.relus)):
+        self._ran, self._unpadded, self.activations = [], False, []
+        for k, conv in enumerate(self.convs):
             m = reach[k]
             if m == 0:
                 break                  # nobody goes deeper: conv k and the rest are never entered
-            h = relu.forward(conv.forward(h[:m]))
+            h = conv.forward(h[:m])    # the ReLU output, (m, H, W, widths[k])
             self._ran.append(conv)
+            self.activations.append(h)
             stop = reach[k + 1] if k + 1 < self.depth else 0
             if stop == 0 and m == n and self.widths[k] == self.max_width:
                 feats = h              # the whole batch ends here at full width: nothing to pad
@@ -185,7 +191,7 @@ class SkipCNN:
                 if stop:
                     grad[:stop] = dh
                 grad[stop:m] = dfeats[stop:m, :, :, :self.widths[k]]
-            dh = self.convs[k].backward(self.relus[k].backward(grad), need_dx=need_dx or k > 0)
+            dh = self.convs[k].backward(grad, need_dx=need_dx or k > 0)
         if not need_dx:
             return None
         dx = np.empty_like(dh)

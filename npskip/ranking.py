@@ -28,8 +28,7 @@ def activation_scores(model, x, maps=10, batch_size=256, progress=False):
     scores = [np.empty((len(x), maps)) for _ in model.convs]
     for s in tqdm(range(0, len(x), batch_size), desc="activation scores", disable=not progress):
         model.forward(x[s:s + batch_size])
-        for k, relu in enumerate(model.relus):
-            a = relu.cache                      # (B, H, W, C_k): the ReLU output of layer k
+        for k, a in enumerate(model.activations):   # (B, H, W, C_k): the ReLU output of layer k
             # ReLU output is >= 0, so |a| = a; the abs keeps the paper's definition visible.
             scores[k][s:s + batch_size] = np.abs(a[..., :maps]).mean(axis=(1, 2))
     return scores

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from npskip.layers import Conv2D, Dense, Flatten, ReLU
 
@@ -80,3 +81,33 @@ def test_zero_grad_clears_gradients_and_cache(rng):
     assert conv.grads["W"].any()
     conv.zero_grad()
     assert not conv.grads["W"].any() and conv.cache is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7), c_in=st.integers(1, 5),
+       c_out=st.integers(1, 5), stride=st.sampled_from([1, 2]),
+       need_dx=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_fused_relu_equals_conv_then_relu_layer(n, h, w, c_in, c_out, stride, need_dx, seed):
+    """Conv2D(activation="relu") computes exactly what Conv2D followed by ReLU() does."""
+    rng = np.random.default_rng(seed)
+    fused = Conv2D(c_in, c_out, 3, stride=stride, activation="relu", rng=seed, dtype=np.float64)
+    plain = Conv2D(c_in, c_out, 3, stride=stride, rng=seed, dtype=np.float64)
+    fused.params["b"][:] = plain.params["b"][:] = rng.standard_normal(c_out)
+    relu = ReLU()
+    x = rng.standard_normal((n, h, w, c_in))
+    out = fused.forward(x)
+    np.testing.assert_allclose(out, relu.forward(plain.forward(x)), rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx_fused = fused.backward(dout, need_dx=need_dx)
+    dx_plain = plain.backward(relu.backward(dout), need_dx=need_dx)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(fused.grads[name], plain.grads[name], rtol=1e-12, atol=1e-12)
+    if need_dx:
+        np.testing.assert_allclose(dx_fused, dx_plain, rtol=1e-12, atol=1e-12)
+    else:
+        assert dx_fused is None and dx_plain is None
+
+
+def test_conv_rejects_unknown_activation():
+    with pytest.raises(ValueError, match=r"activation: expected None or 'relu', received 'tanh'"):
+        Conv2D(1, 1, activation="tanh")

@@ -98,7 +98,7 @@ def test_short_route_pads_channels_with_zeros(rng):
     model = SkipCNN((4, 4, 1), 2, widths=(10, 10, 16), seed=0, dtype=np.float64)
     x = rng.random((1, 4, 4, 1))
     logits = model.forward(x, np.array([0]))
-    a1 = model.relus[0].cache               # conv1's ReLU output, (1, 4, 4, 10)
+    a1 = model.activations[0]               # conv1's ReLU output, (1, 4, 4, 10)
     padded = np.zeros((1, 4, 4, 16))
     padded[..., :10] = a1
     np.testing.assert_allclose(logits, padded.reshape(1, -1) @ model.dense.params["W"]

@@ -28,7 +28,7 @@ def test_ranking_equals_brute_force(rng):
     for layer in range(3):
         # brute force: all activations at once, then sort by (-score, index) in Python
         model.forward(x)
-        act = model.relus[layer].cache
+        act = model.activations[layer]
         for j in range(4):
             scores = [float(np.mean(np.abs(act[i, :, :, j]))) for i in range(len(x))]
             best = sorted(range(len(x)), key=lambda i: (-scores[i], i))[:3]

@@ -10,17 +10,20 @@ from npskip.losses import softmax_cross_entropy
 from conftest import require_torch
 
 
-@pytest.mark.parametrize("n,h,w,c_in,c_out,k,stride,padding", [
-    (1, 5, 5, 1, 1, 3, 1, "same"),
-    (2, 7, 6, 3, 4, 3, 2, "same"),
-    (3, 8, 9, 2, 5, 5, 1, "valid"),
-    (4, 6, 7, 8, 3, 1, 2, "valid"),
-    (2, 9, 8, 4, 6, 5, 2, "same"),
+@pytest.mark.parametrize("n,h,w,c_in,c_out,k,stride,padding,activation", [
+    (1, 5, 5, 1, 1, 3, 1, "same", None),
+    (2, 7, 6, 3, 4, 3, 2, "same", None),
+    (3, 8, 9, 2, 5, 5, 1, "valid", None),
+    (4, 6, 7, 8, 3, 1, 2, "valid", None),
+    (2, 9, 8, 4, 6, 5, 2, "same", None),
+    (3, 8, 7, 3, 6, 3, 1, "same", "relu"),
+    (2, 9, 8, 4, 5, 5, 2, "valid", "relu"),
 ])
-def test_conv2d_matches_torch(n, h, w, c_in, c_out, k, stride, padding, rng):
+def test_conv2d_matches_torch(n, h, w, c_in, c_out, k, stride, padding, activation, rng):
     torch = require_torch()
     F = torch.nn.functional
-    layer = Conv2D(c_in, c_out, k, stride=stride, padding=padding, rng=rng, dtype=np.float64)
+    layer = Conv2D(c_in, c_out, k, stride=stride, padding=padding, activation=activation,
+                   rng=rng, dtype=np.float64)
     layer.params["b"][:] = rng.standard_normal(c_out)
     x = rng.standard_normal((n, h, w, c_in))
     out = layer.forward(x)
@@ -34,6 +37,8 @@ def test_conv2d_matches_torch(n, h, w, c_in, c_out, k, stride, padding, rng):
     tw = torch.tensor(layer.params["W"].transpose(3, 2, 0, 1), requires_grad=True)
     tb = torch.tensor(layer.params["b"], requires_grad=True)
     tout = F.conv2d(F.pad(tx, (pl, pr, pt, pb)), tw, tb, stride=stride)
+    if activation == "relu":
+        tout = F.relu(tout)
     tout.backward(torch.tensor(dout.transpose(0, 3, 1, 2)))
 
     np.testing.assert_allclose(out, tout.detach().numpy().transpose(0, 2, 3, 1), rtol=0, atol=1e-8)
