@@ -147,9 +147,30 @@ def cnn2_mix(path):
         return None, None
 
 
+def interleaved(fns, repeats, warmup=1):
+    """Seconds per call of each of ``fns`` (a dict), timed in turn within each repeat.
+
+    Taking turns puts every function under the same machine conditions (other
+    load, clock speed, allocator state), so ratios between them are fair even
+    when the absolute times drift. Returns {name: {"median", "min", "max", "runs"}}.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": float(np.median(t)), "min": min(t), "max": max(t), "runs": repeats}
+            for name, t in times.items()}
+
+
 def bench_routed(repeats, mix_from, n=2048):
     """Router + routed CNN3 against CNN1 on n MNIST-shaped images, for several route mixes,
-    with two routers: CNN2 (the paper's, CNN1's size) and the small one on 2x-pooled images."""
+    with two routers: CNN2 (the paper's, CNN1's size) and the small one on 2x-pooled images.
+    Each mix is timed interleaved with CNN1, and its fractions are ratios of medians."""
     rng = np.random.default_rng(0)
     x = rng.random((n, 28, 28, 1), dtype=np.float32)
     cnn1 = SkipCNN((28, 28, 1), 10, WIDTHS, seed=0)
@@ -161,33 +182,39 @@ def bench_routed(repeats, mix_from, n=2048):
     counts, source = cnn2_mix(mix_from)
     if counts:
         mixes[f"CNN2's MNIST mix {counts}"] = counts
-    t_cnn1 = timeit(lambda: predict(cnn1, x), repeats, warmup=1)
     full = cnn1.flops()["total"]
-    rows = []
+    rows, cnn1_times = [], []
     for name, weights in mixes.items():
         p = np.array(weights, dtype=np.float64) / sum(weights)
         routes = np.repeat(np.arange(3), np.round(p * n).astype(int))[:n]
         routes = np.concatenate([routes, np.full(n - len(routes), 2)])
         rng.shuffle(routes)
-        t_cnn3 = timeit(lambda: predict_by_route(cnn3, x, routes), repeats, warmup=1)
-        cnn3_flops = cnn3.flops_per_image(routes).mean()
-        for router_name, (router, factor) in routers.items():
-            def routed():
+
+        def routed(router, factor):
+            def run():
                 seen = downsample(x, factor) if factor > 1 else x
                 predict(router, seen).argmax(axis=1)      # the router's work (its answer ignored)
                 predict_by_route(cnn3, x, routes)
+            return run
 
-            t_routed = timeit(routed, repeats, warmup=1)
+        fns = {"CNN1": lambda: predict(cnn1, x),
+               "CNN3 alone": lambda: predict_by_route(cnn3, x, routes)}
+        fns.update({r: routed(*routers[r]) for r in routers})
+        t = interleaved(fns, repeats)
+        cnn1_times.append(t["CNN1"])
+        cnn3_flops = cnn3.flops_per_image(routes).mean()
+        for router_name, (router, factor) in routers.items():
             router_flops = router.flops()["total"] + (downsample_flops((28, 28, 1))
                                                       if factor > 1 else 0)
             rows.append({
                 "mix": name, "router": router_name, "route_fractions": p.tolist(),
                 "flops_fraction": (cnn3_flops + router_flops) / full,
-                "wall_fraction": t_routed["median"] / t_cnn1["median"],
+                "wall_fraction": t[router_name]["median"] / t["CNN1"]["median"],
                 "flops_fraction_cnn3_only": cnn3_flops / full,
-                "wall_fraction_cnn3_only": t_cnn3["median"] / t_cnn1["median"],
+                "wall_fraction_cnn3_only": t["CNN3 alone"]["median"] / t["CNN1"]["median"],
+                "seconds": t,
             })
-    return {"images": n, "cnn1_seconds": t_cnn1, "mix_source": source, "mixes": rows}
+    return {"images": n, "cnn1_seconds": cnn1_times, "mix_source": source, "mixes": rows}
 
 
 def peak_memory_of_step():
@@ -306,7 +333,7 @@ def main(argv=None):
     figures["routed"] = routed["mixes"]
     figures["routed_details"] = routed
     print(f"\nrouted inference on {routed['images']} images (router + CNN3, sorted by route) vs "
-          f"CNN1; fractions of CNN1's multiply-adds and median wall-clock:")
+          f"CNN1, timed in turn; fractions of CNN1's multiply-adds and median wall-clock:")
     for row in routed["mixes"]:
         print(f"  {row['mix']:34s} {row['router']:5s} router: FLOPs {row['flops_fraction']:.3f}  "
               f"wall {row['wall_fraction']:.3f} (ratio {row['wall_fraction'] / row['flops_fraction']:.2f})"
