@@ -25,15 +25,17 @@ optimizer does not touch it either. There are no masks and no multiplications
 by zero.
 
 A route that ends at a layer with fewer maps than the widest one reaches the
-dense layer zero-padded along channels (a parameter-free identity shortcut,
-ResNet's "option A"), so one dense layer serves every route.
+dense layer as if zero-padded along channels (a parameter-free identity
+shortcut, ResNet's "option A"), so one dense layer serves every route. The
+padding is never built: such a sample meets only the rows of the dense weights
+that its real channels would, and the zeros are never multiplied.
 """
 
 import numpy as np
 
 from . import kernels
 from .checks import check_array
-from .layers import Conv2D, Dense, Flatten
+from .layers import Conv2D, Dense, _threads
 
 
 class SkipCNN:
@@ -60,7 +62,6 @@ class SkipCNN:
         ins = (c,) + self.widths[:-1]
         self.convs = [Conv2D(i, o, 3, 1, "same", activation="relu", rng=rng, dtype=dtype)
                       for i, o in zip(ins, self.widths)]
-        self.flatten = Flatten()
         self.max_width = max(self.widths)
         self.dense = Dense(h * w * self.max_width, self.num_classes, rng=rng, dtype=dtype)
         self._ran = []
@@ -125,7 +126,7 @@ class SkipCNN:
                              f"received {x.shape}")
         n = x.shape[0]
         routes = self._check_routes(routes, n)
-        for layer in self.layers + [self.flatten]:
+        for layer in self.layers:
             layer.zero_grad()          # skipped layers keep zero grads and no cache
         # Deepest route first, stable so equal routes keep their batch order.
         order = np.argsort(-routes, kind="stable")
@@ -134,8 +135,7 @@ class SkipCNN:
         reach = [int(np.count_nonzero(sorted_routes >= k)) for k in range(self.depth)]
         in_order = bool(np.all(order == np.arange(n)))
         h = x if in_order else x[order]
-        feats = None                   # the dense layer's input, (N, H, W, max_width)
-        self._ran, self._unpadded, self.activations = [], False, []
+        self._ran, self._ends, self.activations = [], {}, []
         for k, conv in enumerate(self.convs):
             m = reach[k]
             if m == 0:
@@ -144,20 +144,50 @@ class SkipCNN:
             self._ran.append(conv)
             self.activations.append(h)
             stop = reach[k + 1] if k + 1 < self.depth else 0
-            if stop == 0 and m == n and self.widths[k] == self.max_width:
-                feats = h              # the whole batch ends here at full width: nothing to pad
-                self._unpadded = True
-                break
-            if feats is None:
-                feats = np.zeros((n,) + self.input_shape[:2] + (self.max_width,), dtype=self.dtype)
-            # Samples whose route ends here: rows [stop, m) leave for the dense layer.
-            feats[stop:m, :, :, :self.widths[k]] = h[stop:m]
-        logits_sorted = self.dense.forward(self.flatten.forward(feats))
+            if stop < m:               # rows [stop, m) end here and leave for the dense layer
+                self._ends[k] = (stop, h[stop:m])
+        logits_sorted = np.empty((n, self.num_classes), dtype=self.dtype)
+        for start, feats in self._ends.values():
+            logits_sorted[start:start + len(feats)] = self._dense_forward(feats)
         self._ran.append(self.dense)
         self._order, self._reach = order, reach
         logits = np.empty_like(logits_sorted)
         logits[order] = logits_sorted
         return logits
+
+    # The dense layer, for samples whose features have c <= max_width channels.
+    # Its input is the (H, W, max_width) maps flattened, with the missing channels
+    # as zeros (a parameter-free shortcut, ResNet's "option A"). The weights those
+    # zeros would meet are skipped rather than multiplied: only the rows of W for
+    # channels 0..c-1 are used, and only their gradient is written.
+    def _dense_rows(self, c):
+        """The rows of the dense W that channels 0..c-1 meet: (H*W*c, classes), a copy if c < max."""
+        w = self.dense.params["W"]
+        if c == self.max_width:
+            return w
+        per_pixel = w.reshape(-1, self.max_width, self.num_classes)     # (H*W, max_width, classes)
+        return np.ascontiguousarray(per_pixel[:, :c]).reshape(-1, self.num_classes)
+
+    def _dense_forward(self, feats):
+        """feats (m, H, W, c) -> logits (m, classes) = flatten(feats) @ rows of W + b."""
+        flat = feats.reshape(len(feats), -1)
+        out = np.empty((len(feats), self.num_classes), dtype=self.dtype)
+        kernels.matmul_rows(flat, self._dense_rows(feats.shape[-1]), out, _threads(len(flat)))
+        out += self.dense.params["b"]
+        return out
+
+    def _dense_backward(self, feats, dlogits):
+        """Add this group's dW and db into the dense grads; return dL/dfeats (m, H, W, c)."""
+        flat, c = feats.reshape(len(feats), -1), feats.shape[-1]
+        parts = np.empty((_threads(len(flat)), flat.shape[1], self.num_classes), dtype=self.dtype)
+        kernels.matmul_tn_rows(flat, dlogits, parts)
+        for part in parts:
+            grad_w = self.dense.grads["W"].reshape(-1, self.max_width, self.num_classes)
+            grad_w[:, :c] += part.reshape(-1, c, self.num_classes)
+        self.dense.grads["b"] += dlogits.sum(axis=0)
+        dflat = np.empty_like(flat)
+        kernels.matmul_rows(dlogits, self._dense_rows(c).T, dflat, _threads(len(flat)))
+        return dflat.reshape(feats.shape)
 
     def backward(self, dlogits, need_dx=False):
         """Back-propagate dL/dlogits (N, num_classes) through the layers each sample ran.
@@ -176,22 +206,22 @@ class SkipCNN:
         self._order = None
         check_array(dlogits, "SkipCNN upstream gradient", ndim=2, last_dim=self.num_classes,
                     dtype=self.dtype)
-        dfeats = self.flatten.backward(self.dense.backward(dlogits[order]))
+        if dlogits.shape[0] != reach[0]:
+            raise ValueError(f"SkipCNN upstream gradient: expected {reach[0]} rows, "
+                             f"received {dlogits.shape[0]}")
+        dlogits = np.ascontiguousarray(dlogits[order])
         ran = [k for k in range(self.depth) if reach[k] > 0]
         dh = None                      # gradient w.r.t. the output of conv layer k+1
         for k in reversed(ran):
-            m = reach[k]
-            stop = reach[k + 1] if k + 1 < self.depth else 0
-            # The output of layer k feeds layer k+1 for rows [0, stop) and the dense
-            # layer for rows [stop, m); its gradient gathers both.
-            if self._unpadded and k == ran[-1]:
-                grad = dfeats          # the whole batch ended here unpadded (see forward)
-            else:
-                grad = np.empty((m,) + self.input_shape[:2] + (self.widths[k],), dtype=self.dtype)
-                if stop:
-                    grad[:stop] = dh
-                grad[stop:m] = dfeats[stop:m, :, :, :self.widths[k]]
+            # The output of layer k feeds layer k+1 for rows [0, reach[k+1]) and the
+            # dense layer for the rest (if any end here); its gradient gathers both.
+            grad = dh
+            if k in self._ends:
+                start, feats = self._ends[k]
+                dend = self._dense_backward(feats, dlogits[start:start + len(feats)])
+                grad = dend if dh is None else np.concatenate([dh, dend])
             dh = self.convs[k].backward(grad, need_dx=need_dx or k > 0)
+        self._ends = {}
         if not need_dx:
             return None
         dx = np.empty_like(dh)
@@ -203,7 +233,8 @@ class SkipCNN:
         """Multiply-adds per image on ``route`` (None: the full network), per layer.
 
         conv k: H * W * C_out * (3 * 3 * C_in)   (same padding, stride 1: H, W kept)
-        dense:  (H * W * max_width) * num_classes (padded channels are multiplied too)
+        dense:  (H * W * C) * num_classes, C the width of the route's last conv layer
+                (the zero-padded channels are skipped, not multiplied)
         Biases and ReLUs are not counted. Returns {"conv1": ..., ..., "dense": ..., "total": ...}.
         """
         route = self.depth - 1 if route is None else int(route)
@@ -215,7 +246,7 @@ class SkipCNN:
             kh, kw = conv.kernel_size
             out[f"conv{k + 1}"] = (h * w * conv.out_channels * kh * kw * conv.in_channels
                                    if k <= route else 0)
-        out["dense"] = self.dense.in_features * self.dense.out_features
+        out["dense"] = h * w * self.widths[route] * self.num_classes
         out["total"] = sum(out.values())
         return out
 

@@ -94,7 +94,7 @@ def test_route_two_is_the_full_network(rng):
     np.testing.assert_array_equal(model.forward(x), model.forward(x, np.full(3, 2)))
 
 
-def test_short_route_pads_channels_with_zeros(rng):
+def test_short_route_equals_zero_padded_channels_without_multiplying_them(rng):
     model = SkipCNN((4, 4, 1), 2, widths=(10, 10, 16), seed=0, dtype=np.float64)
     x = rng.random((1, 4, 4, 1))
     logits = model.forward(x, np.array([0]))
@@ -103,17 +103,23 @@ def test_short_route_pads_channels_with_zeros(rng):
     padded[..., :10] = a1
     np.testing.assert_allclose(logits, padded.reshape(1, -1) @ model.dense.params["W"]
                                + model.dense.params["b"], rtol=1e-12)
+    # The weights the padding would meet are never used: their gradient is exactly 0.
+    model.backward(np.ones((1, 2)))
+    grad_w = model.dense.grads["W"].reshape(16, 16, 2)     # (pixel, channel, class)
+    np.testing.assert_allclose(grad_w[:, :10], np.repeat(a1.reshape(16, 10, 1), 2, axis=2))
+    assert not grad_w[:, 10:].any()
 
 
 def test_flops_by_hand():
     model = SkipCNN((5, 4, 2), 3, widths=(10, 12, 14))
     hw = 5 * 4
     conv1, conv2, conv3 = hw * 10 * 9 * 2, hw * 12 * 9 * 10, hw * 14 * 9 * 12
-    dense = hw * 14 * 3
-    assert (conv1, conv2, conv3, dense) == (3600, 21600, 30240, 840)
-    assert model.flops(0) == {"conv1": conv1, "conv2": 0, "conv3": 0, "dense": dense,
-                              "total": conv1 + dense}
-    assert model.flops(1)["total"] == conv1 + conv2 + dense
+    # The dense layer multiplies only the real channels of the route's last layer.
+    dense0, dense1, dense2 = hw * 10 * 3, hw * 12 * 3, hw * 14 * 3
+    assert (conv1, conv2, conv3, dense2) == (3600, 21600, 30240, 840)
+    assert model.flops(0) == {"conv1": conv1, "conv2": 0, "conv3": 0, "dense": dense0,
+                              "total": conv1 + dense0}
+    assert model.flops(1)["total"] == conv1 + conv2 + dense1
     assert model.flops() == model.flops(2)
     assert model.flops()["total"] == 56280
     with pytest.raises(ValueError, match="0..2"):
