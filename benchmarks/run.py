@@ -181,7 +181,7 @@ def bench_routed(repeats, mix_from, n=2048):
              "route 1 only": [0, 1, 0]}
     counts, source = cnn2_mix(mix_from)
     if counts:
-        mixes[f"CNN2's MNIST mix {counts}"] = counts
+        mixes[f"CNN2's MNIST mix {[round(c) for c in counts]}"] = counts
     full = cnn1.flops()["total"]
     rows, cnn1_times = [], []
     for name, weights in mixes.items():
