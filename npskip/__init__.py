@@ -7,7 +7,7 @@ Kalafatis, Nowka). See README.md for a map of the package.
 
 import os
 
-# numba's parallel kernels (the convolution, ReLU's backward) run between BLAS
+# numba's parallel kernels (the convolution, the dense layer's products) run between BLAS
 # calls. OpenMP's threads spin for a while after each parallel loop and steal
 # the cores from the BLAS call that follows; the workqueue layer does not spin.
 # A user's own NUMBA_THREADING_LAYER wins.

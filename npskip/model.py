@@ -181,8 +181,8 @@ class SkipCNN:
         flat, c = feats.reshape(len(feats), -1), feats.shape[-1]
         parts = np.empty((_threads(len(flat)), flat.shape[1], self.num_classes), dtype=self.dtype)
         kernels.matmul_tn_rows(flat, dlogits, parts)
-        for part in parts:
-            grad_w = self.dense.grads["W"].reshape(-1, self.max_width, self.num_classes)
+        grad_w = self.dense.grads["W"].reshape(-1, self.max_width, self.num_classes)
+        for part in parts:             # one per thread; their sum is flat.T @ dlogits
             grad_w[:, :c] += part.reshape(-1, c, self.num_classes)
         self.dense.grads["b"] += dlogits.sum(axis=0)
         dflat = np.empty_like(flat)
