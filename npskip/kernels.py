@@ -23,6 +23,7 @@ to step through the numba kernels themselves in a debugger.
 import importlib
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -228,6 +229,29 @@ def matmul_tn_rows(a, b, parts):
             np.dot(a[start:stop].T, b[start:stop], parts[t])
         else:
             parts[t] = 0.0
+
+
+def thread_count(n):
+    """How many numba threads to share n rows between (at least one row each)."""
+    return max(1, min(numba.get_num_threads(), n))
+
+
+def dot_rows(a, b):
+    """a @ b, (N, K) @ (K, M) -> (N, M), a's rows shared between numba's threads.
+
+    Call it with BLAS at one thread (``one_blas_thread``): every thread calls BLAS.
+    """
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    matmul_rows(a, b, out, thread_count(a.shape[0]))
+    return out
+
+
+def dot_tn_rows(a, b):
+    """a.T @ b, (N, K) and (N, M) -> (K, M), each numba thread summing its own rows."""
+    threads = thread_count(a.shape[0])
+    parts = np.empty((threads, a.shape[1], b.shape[1]), dtype=np.result_type(a, b))
+    matmul_tn_rows(a, b, parts)
+    return parts.sum(axis=0)
 
 
 class _OneBlasThread:

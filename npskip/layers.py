@@ -15,7 +15,6 @@ float32 by default (for training) or float64 (for gradient checks); inputs must
 have the same dtype as the parameters.
 """
 
-import numba
 import numpy as np
 
 from . import kernels
@@ -120,7 +119,7 @@ class Conv2D(Layer):
         x = np.ascontiguousarray(x)
         n = x.shape[0]
         ho, wo, pt, pl, k = self._geometry(x.shape)
-        threads = _threads(n)
+        threads = kernels.thread_count(n)
         cols = self._buffer("cols", (threads, ho * wo, k))
         out = np.empty((n, ho * wo, self.out_channels), dtype=self.dtype)
         w_mat = self.params["W"].reshape(k, self.out_channels)
@@ -147,7 +146,7 @@ class Conv2D(Layer):
                              f"{(n, ho, wo, self.out_channels)}, received {dout.shape}")
         dout_img = np.ascontiguousarray(dout).reshape(n, ho * wo, self.out_channels)
         w_mat = self.params["W"].reshape(k, self.out_channels)
-        threads = _threads(n)
+        threads = kernels.thread_count(n)
         cols = self._buffer("cols", (threads, ho * wo, k))
         grad = self._buffer("grad", (threads, ho * wo, self.out_channels))
         dcols = self._buffer("dcols", (threads, ho * wo, k))
@@ -228,12 +227,9 @@ class Dense(Layer):
         check_array(x, "Dense input", ndim=2, last_dim=self.in_features, dtype=self.dtype)
         x = np.ascontiguousarray(x)
         self.cache = x
-        out = np.empty((x.shape[0], self.out_features), dtype=self.dtype)
-        # out = x @ W, rows shared between numba's threads, each with a one-thread BLAS.
+        # x @ W with the rows shared between numba's threads, each with a one-thread BLAS.
         with kernels.one_blas_thread:
-            kernels.matmul_rows(x, self.params["W"], out, _threads(x.shape[0]))
-        out += self.params["b"]
-        return out
+            return kernels.dot_rows(x, self.params["W"]) + self.params["b"]
 
     def backward(self, dout):
         """dout: (N, out_features) -> dx: (N, in_features); fills grads W and b.
@@ -247,17 +243,8 @@ class Dense(Layer):
             raise ValueError(f"Dense upstream gradient: expected {x.shape[0]} rows, "
                              f"received {dout.shape[0]}")
         dout = np.ascontiguousarray(dout)
-        n = x.shape[0]
-        parts = np.empty((_threads(n),) + self.params["W"].shape, dtype=self.dtype)
-        dx = np.empty_like(x)
         with kernels.one_blas_thread:
-            kernels.matmul_tn_rows(x, dout, parts)
-            kernels.matmul_rows(dout, self.params["W"].T, dx, _threads(n))
-        np.sum(parts, axis=0, out=self.grads["W"])
+            self.grads["W"][...] = kernels.dot_tn_rows(x, dout)
+            dx = kernels.dot_rows(dout, self.params["W"].T)
         np.sum(dout, axis=0, out=self.grads["b"])
         return dx
-
-
-def _threads(n):
-    """How many numba threads to share n rows between (at least one row each)."""
-    return max(1, min(numba.get_num_threads(), n))

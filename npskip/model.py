@@ -35,7 +35,7 @@ import numpy as np
 
 from . import kernels
 from .checks import check_array
-from .layers import Conv2D, Dense, _threads
+from .layers import Conv2D, Dense
 
 
 class SkipCNN:
@@ -161,7 +161,7 @@ class SkipCNN:
     # zeros would meet are skipped rather than multiplied: only the rows of W for
     # channels 0..c-1 are used, and only their gradient is written.
     def _dense_rows(self, c):
-        """The rows of the dense W that channels 0..c-1 meet: (H*W*c, classes), a copy if c < max."""
+        """The dense W's rows that channels 0..c-1 meet: (H*W*c, classes), copied if c < max."""
         w = self.dense.params["W"]
         if c == self.max_width:
             return w
@@ -171,23 +171,15 @@ class SkipCNN:
     def _dense_forward(self, feats):
         """feats (m, H, W, c) -> logits (m, classes) = flatten(feats) @ rows of W + b."""
         flat = feats.reshape(len(feats), -1)
-        out = np.empty((len(feats), self.num_classes), dtype=self.dtype)
-        kernels.matmul_rows(flat, self._dense_rows(feats.shape[-1]), out, _threads(len(flat)))
-        out += self.dense.params["b"]
-        return out
+        return kernels.dot_rows(flat, self._dense_rows(feats.shape[-1])) + self.dense.params["b"]
 
     def _dense_backward(self, feats, dlogits):
         """Add this group's dW and db into the dense grads; return dL/dfeats (m, H, W, c)."""
         flat, c = feats.reshape(len(feats), -1), feats.shape[-1]
-        parts = np.empty((_threads(len(flat)), flat.shape[1], self.num_classes), dtype=self.dtype)
-        kernels.matmul_tn_rows(flat, dlogits, parts)
         grad_w = self.dense.grads["W"].reshape(-1, self.max_width, self.num_classes)
-        for part in parts:             # one per thread; their sum is flat.T @ dlogits
-            grad_w[:, :c] += part.reshape(-1, c, self.num_classes)
+        grad_w[:, :c] += kernels.dot_tn_rows(flat, dlogits).reshape(-1, c, self.num_classes)
         self.dense.grads["b"] += dlogits.sum(axis=0)
-        dflat = np.empty_like(flat)
-        kernels.matmul_rows(dlogits, self._dense_rows(c).T, dflat, _threads(len(flat)))
-        return dflat.reshape(feats.shape)
+        return kernels.dot_rows(dlogits, self._dense_rows(c).T).reshape(feats.shape)
 
     def backward(self, dlogits, need_dx=False):
         """Back-propagate dL/dlogits (N, num_classes) through the layers each sample ran.
