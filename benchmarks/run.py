@@ -192,8 +192,7 @@ def bench_routed(repeats, mix_from, n=2048):
 
         def routed(router, factor):
             def run():
-                seen = downsample(x, factor) if factor > 1 else x
-                predict(router, seen).argmax(axis=1)      # the router's work (its answer ignored)
+                predict(router, downsample(x, factor)).argmax(axis=1)   # the router's work only
                 predict_by_route(cnn3, x, routes)
             return run
 
@@ -204,8 +203,7 @@ def bench_routed(repeats, mix_from, n=2048):
         cnn1_times.append(t["CNN1"])
         cnn3_flops = cnn3.flops_per_image(routes).mean()
         for router_name, (router, factor) in routers.items():
-            router_flops = router.flops()["total"] + (downsample_flops((28, 28, 1))
-                                                      if factor > 1 else 0)
+            router_flops = router.flops()["total"] + downsample_flops((28, 28, 1), factor)
             rows.append({
                 "mix": name, "router": router_name, "route_fractions": p.tolist(),
                 "flops_fraction": (cnn3_flops + router_flops) / full,

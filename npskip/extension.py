@@ -89,8 +89,7 @@ def pool_factor(config):
 
 def router_input(config, x):
     """What the router sees (see pool_factor)."""
-    f = pool_factor(config)
-    return downsample(x, f) if f > 1 else x
+    return downsample(x, pool_factor(config))
 
 
 def new_router(run):
@@ -103,8 +102,7 @@ def new_router(run):
 
 def router_flops(config, router, input_shape):
     """The router's multiply-adds per image, pooling included."""
-    pool = downsample_flops(input_shape) if pool_factor(config) > 1 else 0
-    return router.flops()["total"] + pool
+    return router.flops()["total"] + downsample_flops(input_shape, pool_factor(config))
 
 
 def run_router(run):

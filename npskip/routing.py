@@ -30,8 +30,11 @@ def downsample(x, factor=2):
     """Average-pool (N, H, W, C) images by ``factor`` in H and W -> (N, H/f, W/f, C).
 
     H and W must be multiples of the factor (MNIST 28 and CIFAR 32 are, for 2).
+    factor 1 returns x itself (no pooling, no copy).
     """
     check_array(x, "images", ndim=4, dtype="float")
+    if factor == 1:
+        return x
     n, h, w, c = x.shape
     if h % factor or w % factor:
         raise ValueError(f"downsample: expected H and W divisible by {factor}, received {h}x{w}")
@@ -39,10 +42,13 @@ def downsample(x, factor=2):
                                                                           dtype=x.dtype)
 
 
-def downsample_flops(input_shape):
-    """Multiply-adds of downsample per image: one per input value (sum, then scale)."""
+def downsample_flops(input_shape, factor=2):
+    """Multiply-adds of downsample per image: one per input value (sum, then scale).
+
+    0 for factor 1, which does not pool.
+    """
     h, w, c = input_shape
-    return h * w * c
+    return h * w * c if factor > 1 else 0
 
 
 def random_routes(n, depth, seed):
@@ -110,7 +116,6 @@ def cheap_routed_predict(router, model, x, threshold, factor=2, batch_size=256):
     Returns (logits (N, classes), routes (N,)). This is the whole inference path
     whose wall-clock the curve reports.
     """
-    seen = downsample(x, factor) if factor > 1 else x
-    probs = softmax(predict(router, seen, batch_size=batch_size))
+    probs = softmax(predict(router, downsample(x, factor), batch_size=batch_size))
     routes = threshold_routes(probs, threshold)
     return predict_by_route(model, x, routes, batch_size), routes
