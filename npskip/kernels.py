@@ -348,6 +348,90 @@ def conv2d_naive(x, W, b, stride=1, padding="same"):
     return out + b
 
 
+def conv2d_backward_naive(x, W, b, dout, stride=1, padding="same", activation=None):
+    """Reference backward pass of a convolution (and its fused ReLU), as plain matrix products.
+
+    The place to read first: ``conv_backward`` computes the same, image by image
+    and shared between threads. Forward, with K = kh*kw*C_in and P = N*Ho*Wo:
+
+        cols = im2col(x)                    (P, K)       one row per output pixel
+        z    = cols @ W_mat + b             (P, C_out)   W_mat = W.reshape(K, C_out)
+        out  = max(z, 0) if activation == "relu" else z
+
+    Backward, one step per line of the forward, last line first (dout is dL/dout):
+
+        g      = dout * [z > 0]  (ReLU),  else dout     (P, C_out)   max(z, 0) has slope 1 or 0
+        db     = g summed over the P rows               (C_out,)     b is added to every row
+        dW_mat = cols.T @ g                             (K, C_out)
+        dcols  = g @ W_mat.T                            (P, K)
+        dx     = col2im(dcols)                          (N, H, W, C_in)
+
+    The two products come from z[p, c] = sum_k cols[p, k] * W_mat[k, c]:
+    dL/dW_mat[k, c] = sum_p cols[p, k] * g[p, c] and dL/dcols[p, k] =
+    sum_c g[p, c] * W_mat[k, c].
+
+    im2col copies a pixel into every row whose window covers it, so the pixel's
+    gradient is the sum of the entries of dcols it was copied to: that sum is
+    col2im (the adjoint of im2col). The derivative of ReLU at exactly 0 is
+    taken as 0, as in the fast kernel.
+
+    x: (N, H, W, C_in); W: (kh, kw, C_in, C_out); b: (C_out,);
+    dout: (N, Ho, Wo, C_out); activation: None or "relu".
+    Returns (dx (N, H, W, C_in), dW (kh, kw, C_in, C_out), db (C_out,)).
+    """
+    if activation not in (None, "relu"):
+        raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
+    kh, kw, c_in, c_out = W.shape
+    cols, ho, wo = im2col_naive(x, kh, kw, stride, padding)
+    if dout.shape != (x.shape[0], ho, wo, c_out):
+        raise ValueError(f"dout: expected shape {(x.shape[0], ho, wo, c_out)}, "
+                         f"received {dout.shape}")
+    w_mat = W.reshape(kh * kw * c_in, c_out)
+    g = dout.reshape(-1, c_out)
+    if activation == "relu":
+        z = cols @ w_mat + b                      # recomputed: ReLU's mask needs it
+        g = np.where(z > 0, g, 0.0)
+    db = g.sum(axis=0)
+    dw = (cols.T @ g).reshape(W.shape)
+    dx = col2im_naive(g @ w_mat.T, x.shape, kh, kw, stride, padding)
+    return dx, dw, db
+
+
+def routed_dense_naive(feats, W, b, dlogits):
+    """Reference for SkipCNN's dense layer on a route that ends at a narrower layer.
+
+    The route's features have c channels; the dense layer expects C_max. The
+    definition pads the missing channels with zeros (ResNet's "option A") and
+    multiplies; this twin builds that padding, which SkipCNN never does (it
+    uses only the rows of W that the c real channels meet). The two agree
+    because a zero input contributes nothing to the logits, and its weights'
+    gradient, x.T @ dlogits, is zero on its rows:
+
+        padded  = feats zero-padded to C_max channels, flattened   (m, H*W*C_max)
+        logits  = padded @ W + b                                   (m, classes)
+        dW      = padded.T @ dlogits   (rows of padding channels: exactly 0)
+        db      = dlogits summed over the m rows
+        dfeats  = (dlogits @ W.T) reshaped, padding channels dropped (not an input)
+
+    feats: (m, H, W, c) with c <= C_max; W: (H*W*C_max, classes); b: (classes,);
+    dlogits: (m, classes).
+    Returns (logits (m, classes), dfeats (m, H, W, c), dW like W, db like b).
+    """
+    m, h, w, c = feats.shape
+    if W.shape[0] % (h * w) or W.shape[0] // (h * w) < c:
+        raise ValueError(f"W: expected H*W*C_max rows with C_max >= {c} for {h}x{w} features, "
+                         f"received {W.shape}")
+    c_max = W.shape[0] // (h * w)
+    padded = np.zeros((m, h, w, c_max), dtype=np.result_type(feats, W))
+    padded[..., :c] = feats
+    flat = padded.reshape(m, -1)
+    logits = flat @ W + b
+    dw = flat.T @ dlogits
+    db = dlogits.sum(axis=0)
+    dfeats = (dlogits @ W.T).reshape(m, h, w, c_max)[..., :c]
+    return logits, dfeats, dw, db
+
+
 # --------------------------------------------------------------------------
 # ReLU's backward pass
 # --------------------------------------------------------------------------

@@ -71,6 +71,9 @@ class Conv2D(Layer):
         g = dout                               (with ReLU: dout where out > 0, else 0)
         dW_mat = cols.T @ g,   db = sum of g over pixels,
         dcols = g @ W_mat.T,   dx = col2im(dcols).
+    Read ``npskip.kernels.conv2d_naive`` and ``conv2d_backward_naive`` first:
+    they are exactly these lines in plain NumPy, with the derivation, and the
+    tests check this layer against them.
     The kernels (npskip.kernels.conv_forward / conv_backward) do this one image
     at a time, so that an image's cols stay in cache; the sums are the same.
     Fusing the ReLU into them saves the separate passes over the whole batch

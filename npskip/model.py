@@ -160,6 +160,8 @@ class SkipCNN:
     # as zeros (a parameter-free shortcut, ResNet's "option A"). The weights those
     # zeros would meet are skipped rather than multiplied: only the rows of W for
     # channels 0..c-1 are used, and only their gradient is written.
+    # ``kernels.routed_dense_naive`` builds the padding instead: the plain twin
+    # that the tests check these two methods against.
     def _dense_rows(self, c):
         """The dense W's rows that channels 0..c-1 meet: (H*W*c, classes), copied if c < max."""
         w = self.dense.params["W"]
