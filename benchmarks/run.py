@@ -60,6 +60,26 @@ def rate(t, images):
     return {"median": images / t["median"], "min": images / t["max"], "max": images / t["min"]}
 
 
+def interleaved(fns, repeats, warmup=1):
+    """Seconds per call of each of ``fns`` (a dict), timed in turn within each repeat.
+
+    Taking turns puts every function under the same machine conditions (other
+    load, clock speed, allocator state), so ratios between them are fair even
+    when the absolute times drift. Returns {name: {"median", "min", "max", "runs"}}.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": float(np.median(t)), "min": min(t), "max": max(t), "runs": repeats}
+            for name, t in times.items()}
+
+
 def npskip_step(model, opt, x, y):
     def step():
         _, d = softmax_cross_entropy(model.forward(x), y)
@@ -79,33 +99,38 @@ def torch_step(torch, model, opt, x, y):
 
 
 def bench_network(shape, classes, repeats, torch, infer_batch=256):
+    """Training-step and inference throughput of CNN1: npskip, plain NumPy and PyTorch
+    taking turns within every repeat (``interleaved``), so that a noisy spell on a
+    shared machine lands on all three sides alike."""
     rng = np.random.default_rng(0)
     x = rng.random((BATCH,) + shape, dtype=np.float32)
     xi = rng.random((infer_batch,) + shape, dtype=np.float32)
     y = rng.integers(0, classes, BATCH)
-    rows = {}
     ours = SkipCNN(shape, classes, WIDTHS)
-    rows["npskip"] = {"train": rate(timeit(npskip_step(ours, RMSprop(), x, y), repeats), BATCH),
-                      "infer": rate(timeit(lambda: ours.forward(xi), repeats), infer_batch)}
     plain = numpy_cnn(shape, classes, WIDTHS)
-    rows["numpy"] = {"train": rate(timeit(npskip_step(plain, RMSprop(), x, y), repeats), BATCH),
-                     "infer": rate(timeit(lambda: plain.forward(xi), repeats), infer_batch)}
+    train = {"npskip": npskip_step(ours, RMSprop(), x, y),
+             "numpy": npskip_step(plain, RMSprop(), x, y)}
+    infer = {"npskip": lambda: ours.forward(xi), "numpy": lambda: plain.forward(xi)}
     if torch is not None:
         tm, topt = torch_cnn(shape, classes, WIDTHS)
         tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
         txi = torch.from_numpy(xi.transpose(0, 3, 1, 2).copy())
         ty = torch.from_numpy(y)
 
-        def infer():
+        def torch_infer():
             with torch.no_grad():
                 tm(txi)
-        rows["torch"] = {"train": rate(timeit(torch_step(torch, tm, topt, tx, ty), repeats), BATCH),
-                         "infer": rate(timeit(infer, repeats), infer_batch)}
-    return rows
+        train["torch"] = torch_step(torch, tm, topt, tx, ty)
+        infer["torch"] = torch_infer
+    t_train = interleaved(train, repeats, warmup=2)
+    t_infer = interleaved(infer, repeats, warmup=2)
+    return {side: {"train": rate(t_train[side], BATCH), "infer": rate(t_infer[side], infer_batch)}
+            for side in train}
 
 
 def bench_layers(repeats, torch):
-    """Forward and backward of each conv layer of CNN1 at batch 128, MNIST shapes."""
+    """Forward and backward of each conv layer of CNN1 at batch 128, MNIST shapes,
+    the sides taking turns within every repeat."""
     from npskip.layers import Conv2D
     from peers import NumpyConv2D
     rng = np.random.default_rng(0)
@@ -114,16 +139,17 @@ def bench_layers(repeats, torch):
     for k, (c_in, c_out) in enumerate(zip(ins, WIDTHS)):
         x = rng.random((BATCH, 28, 28, c_in), dtype=np.float32)
         d = rng.random((BATCH, 28, 28, c_out), dtype=np.float32)
-        row = {"layer": f"conv{k + 1} {c_in}->{c_out}"}
-        for name, layer in (("npskip", Conv2D(c_in, c_out)), ("numpy", NumpyConv2D(c_in, c_out))):
-            row[f"{name}_forward"] = timeit(lambda: layer.forward(x), repeats)
+        fns = {}
+        for name, layer in (("npskip", Conv2D(c_in, c_out, activation="relu")),
+                            ("numpy", NumpyConv2D(c_in, c_out, activation="relu"))):
             layer.forward(x)
             saved = layer.cache              # backward consumes the cache: hand it back each time
 
             def backward(layer=layer, saved=saved):
                 layer.cache = saved
                 layer.backward(d)
-            row[f"{name}_backward"] = timeit(backward, repeats)
+            fns[f"{name}_forward"] = lambda layer=layer: layer.forward(x)
+            fns[f"{name}_backward"] = backward
         if torch is not None:
             conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
             tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
@@ -132,11 +158,191 @@ def bench_layers(repeats, torch):
             def fwd():
                 with torch.no_grad():
                     conv(tx)
-            row["torch_forward"] = timeit(fwd, repeats)
             out = conv(tx)
-            row["torch_backward"] = timeit(lambda: out.backward(td, retain_graph=True), repeats)
+            fns["torch_forward"] = fwd
+            fns["torch_backward"] = lambda: out.backward(td, retain_graph=True)
+        row = {"layer": f"conv{k + 1} {c_in}->{c_out}"}
+        row.update(interleaved(fns, repeats, warmup=2))
         rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------
+# where a training step's time goes
+# --------------------------------------------------------------------------
+
+class Stopwatch:
+    """Seconds spent in named parts, one list per part (one entry per call)."""
+
+    def __init__(self):
+        self.times = {}
+
+    def add(self, name, seconds):
+        self.times.setdefault(name, []).append(seconds)
+
+    def wrap(self, obj, method, name):
+        """Replace obj.method by a timed version (on this instance only)."""
+        inner = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            out = inner(*args, **kwargs)
+            self.add(name, time.perf_counter() - start)
+            return out
+        setattr(obj, method, timed)
+
+
+def npskip_breakdown_step(shape, classes, watch, n_data=1024):
+    """One training step of CNN1 as ``train.train_epoch`` runs it, each part timed.
+
+    Parts: batch gathering (sorting the batch's indices, fancy-indexing images and
+    labels), each conv layer's forward and backward (ReLU fused), the dense layer's
+    forward and backward, the loss, the optimizer; "step" is the whole, so the
+    rest (route sorting, copies, accuracy, Python) is the step minus the parts.
+    """
+    rng = np.random.default_rng(0)
+    data = rng.random((n_data,) + shape, dtype=np.float32)
+    labels = rng.integers(0, classes, n_data)
+    model, opt = SkipCNN(shape, classes, WIDTHS), RMSprop()
+    for k, conv in enumerate(model.convs):
+        watch.wrap(conv, "forward", f"conv{k + 1} forward")
+        watch.wrap(conv, "backward", f"conv{k + 1} backward")
+    watch.wrap(model, "_dense_forward", "dense forward")
+    watch.wrap(model, "_dense_backward", "dense backward")
+    state = {"at": 0, "order": rng.permutation(n_data)}
+
+    def step():
+        t0 = time.perf_counter()
+        if state["at"] + BATCH > n_data:
+            state["at"], state["order"] = 0, rng.permutation(n_data)
+        idx = np.sort(state["order"][state["at"]:state["at"] + BATCH])
+        state["at"] += BATCH
+        xb, yb = data[idx], labels[idx]
+        t1 = time.perf_counter()
+        logits = model.forward(xb)
+        t2 = time.perf_counter()
+        _, dlogits = softmax_cross_entropy(logits, yb)
+        t3 = time.perf_counter()
+        model.backward(dlogits)
+        t4 = time.perf_counter()
+        opt.step(model.ran_layers())
+        t5 = time.perf_counter()
+        int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        t6 = time.perf_counter()
+        watch.add("batch gathering", t1 - t0)
+        watch.add("loss", t3 - t2)
+        watch.add("optimizer", t5 - t4)
+        watch.add("step", t6 - t0)
+    return step
+
+
+def torch_breakdown_step(torch, shape, classes, watch, n_data=1024):
+    """PyTorch's CNN1 step, parts timed with the clock (CPU ops run synchronously):
+    batch gathering, each conv+ReLU forward and the dense forward (module hooks),
+    the loss, the whole backward (autograd runs it as one call), the optimizer."""
+    rng = np.random.default_rng(0)
+    data = torch.from_numpy(rng.random((n_data,) + shape, dtype=np.float32)
+                            .transpose(0, 3, 1, 2).copy())
+    labels = torch.from_numpy(rng.integers(0, classes, n_data))
+    model, opt = torch_cnn(shape, classes, WIDTHS)
+    mods = list(model)
+    starts = {}
+    # conv k's forward runs from its Conv2d's start to its ReLU's end; dense is Flatten+Linear.
+    groups = [(mods[2 * k], mods[2 * k + 1], f"conv{k + 1} forward") for k in range(len(WIDTHS))]
+    groups.append((mods[-2], mods[-1], "dense forward"))
+    for first, last, name in groups:
+        first.register_forward_pre_hook(lambda m, a, name=name: starts.__setitem__(
+            name, time.perf_counter()))
+        last.register_forward_hook(lambda m, a, o, name=name: watch.add(
+            name, time.perf_counter() - starts[name]))
+    state = {"at": 0, "order": rng.permutation(n_data)}
+    loss_fn = torch.nn.functional.cross_entropy
+
+    def step():
+        t0 = time.perf_counter()
+        if state["at"] + BATCH > n_data:
+            state["at"], state["order"] = 0, rng.permutation(n_data)
+        idx = torch.from_numpy(np.sort(state["order"][state["at"]:state["at"] + BATCH]))
+        state["at"] += BATCH
+        xb, yb = data[idx], labels[idx]
+        t1 = time.perf_counter()
+        logits = model(xb)
+        t2 = time.perf_counter()
+        loss = loss_fn(logits, yb)
+        t3 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t4 = time.perf_counter()
+        opt.step()
+        t5 = time.perf_counter()
+        int((logits.argmax(dim=1) == yb).sum())
+        t6 = time.perf_counter()
+        watch.add("batch gathering", t1 - t0)
+        watch.add("loss", t3 - t2)
+        watch.add("backward (all layers)", t4 - t3)
+        watch.add("optimizer", t5 - t4)
+        watch.add("step", t6 - t0)
+    return step
+
+
+BREAKDOWN_ROWS = ["batch gathering", "conv1 forward", "conv2 forward", "conv3 forward",
+                  "dense forward", "loss", "dense backward", "conv3 backward", "conv2 backward",
+                  "conv1 backward", "backward (all layers)", "optimizer"]
+
+
+def bench_breakdown(shape, classes, repeats, torch, peak):
+    """Median ms and share of the step for every part, npskip and PyTorch taking turns.
+
+    Also the step's multiply-adds as a fraction of the machine's sgemm peak:
+    a step is about 3 forward passes of multiply-adds (forward, dW, dx), 2 FLOPs each.
+    """
+    watches = {"npskip": Stopwatch()}
+    steps = {"npskip": npskip_breakdown_step(shape, classes, watches["npskip"])}
+    if torch is not None:
+        watches["torch"] = Stopwatch()
+        steps["torch"] = torch_breakdown_step(torch, shape, classes, watches["torch"])
+    for fn in steps.values():          # warm-up, then forget its times
+        fn()
+        fn()
+    for w in watches.values():
+        w.times.clear()
+    for _ in range(repeats):
+        for fn in steps.values():
+            fn()
+    flops = 3 * 2 * SkipCNN(shape, classes, WIDTHS).flops()["total"] * BATCH
+    out = {"step_flops": flops}
+    for side, w in watches.items():
+        med = {k: float(np.median(v)) for k, v in w.times.items()}
+        step = med.pop("step")
+        parts = {k: {"ms": 1e3 * med[k], "share": med[k] / step} for k in BREAKDOWN_ROWS if k in med}
+        rest = step - sum(med[k] for k in parts)
+        parts["the rest"] = {"ms": 1e3 * rest, "share": rest / step}
+        out[side] = {"step_ms": 1e3 * step,
+                     "step_ms_range": [1e3 * min(w.times["step"]), 1e3 * max(w.times["step"])],
+                     "parts": parts, "gflops": flops / step / 1e9,
+                     "peak_fraction": {f"{t}_threads": flops / step / 1e9 / peak[t]["gflops"]
+                                       for t in peak}}
+    return out
+
+
+def sgemm_peak(threads, size=2048, repeats=5):
+    """The machine's float32 matrix-product speed: a (size x size) @ (size x size) product
+    through NumPy's BLAS at ``threads`` threads, best of ``repeats`` (GFLOP/s, 2 per multiply-add)."""
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    c = np.empty((size, size), dtype=np.float32)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        np.dot(a, b, out=c)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.dot(a, b, out=c)
+            times.append(time.perf_counter() - start)
+    flops = 2.0 * size ** 3
+    return {"gflops": flops / min(times) / 1e9, "gflops_median": flops / float(np.median(times)) / 1e9,
+            "size": size, "runs": repeats}
 
 
 def cnn2_mix(path):
@@ -145,26 +351,6 @@ def cnn2_mix(path):
         return json.loads(Path(path).read_text())["cnn3_deploy"]["route_counts"], str(path)
     except (OSError, KeyError, ValueError):
         return None, None
-
-
-def interleaved(fns, repeats, warmup=1):
-    """Seconds per call of each of ``fns`` (a dict), timed in turn within each repeat.
-
-    Taking turns puts every function under the same machine conditions (other
-    load, clock speed, allocator state), so ratios between them are fair even
-    when the absolute times drift. Returns {name: {"median", "min", "max", "runs"}}.
-    """
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: {"median": float(np.median(t)), "min": min(t), "max": max(t), "runs": repeats}
-            for name, t in times.items()}
 
 
 def bench_routed(repeats, mix_from, n=2048):
@@ -199,6 +385,8 @@ def bench_routed(repeats, mix_from, n=2048):
         fns = {"CNN1": lambda: predict(cnn1, x),
                "CNN3 alone": lambda: predict_by_route(cnn3, x, routes)}
         fns.update({r: routed(*routers[r]) for r in routers})
+        fns.update({f"{r} router alone": (lambda router=router, factor=factor: predict(
+            router, downsample(x, factor)).argmax(axis=1)) for r, (router, factor) in routers.items()})
         t = interleaved(fns, repeats)
         cnn1_times.append(t["CNN1"])
         cnn3_flops = cnn3.flops_per_image(routes).mean()
@@ -208,6 +396,8 @@ def bench_routed(repeats, mix_from, n=2048):
                 "mix": name, "router": router_name, "route_fractions": p.tolist(),
                 "flops_fraction": (cnn3_flops + router_flops) / full,
                 "wall_fraction": t[router_name]["median"] / t["CNN1"]["median"],
+                "router_wall_fraction": (t[f"{router_name} router alone"]["median"]
+                                         / t["CNN1"]["median"]),
                 "flops_fraction_cnn3_only": cnn3_flops / full,
                 "wall_fraction_cnn3_only": t["CNN3 alone"]["median"] / t["CNN1"]["median"],
                 "seconds": t,
@@ -267,11 +457,31 @@ def machine():
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "numba_threading_layer": numba.config.THREADING_LAYER,
+            "numba_threads": numba.get_num_threads(),
             "blas": blas, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def fmt(r):
     return f"{r['median']:8.0f} [{r['min']:.0f}-{r['max']:.0f}]"
+
+
+SECTIONS = ("network", "breakdown", "layers", "routed", "memory")
+
+
+def print_breakdown(label, shape, b):
+    sides = [side for side in ("npskip", "torch") if side in b]
+    print(f"\none training step, {label} shapes {shape}, batch {BATCH}: ms (share of the step)")
+    print("  " + f"{'part':24s}" + "".join(f"{side:>20s}" for side in sides))
+    for part in BREAKDOWN_ROWS + ["the rest"]:
+        cells = [f"{b[s]['parts'][part]['ms']:9.1f} ({100 * b[s]['parts'][part]['share']:4.1f}%)"
+                 if part in b[s]["parts"] else f"{'-':>17s}" for s in sides]
+        if any(part in b[s]["parts"] for s in sides):
+            print(f"  {part:24s}" + "".join(f"{c:>20s}" for c in cells))
+    print(f"  {'whole step':24s}" + "".join(f"{b[s]['step_ms']:9.1f}{'':11s}" for s in sides))
+    for s in sides:
+        fr = b[s]["peak_fraction"]
+        print(f"  {s}: {b[s]['gflops']:.1f} GFLOP/s on the step = "
+              + ", ".join(f"{v:.2f} of the {k.replace('_', ' ')} sgemm peak" for k, v in fr.items()))
 
 
 def main(argv=None):
@@ -280,9 +490,14 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="2 repeats, small routed set")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")
     parser.add_argument("--mix-from", default=str(ROOT / "runs" / "reproduce-mnist" / "results.json"),
                         help="results.json of a reproduce run, for CNN2's route mix")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if not only <= set(SECTIONS):
+        parser.error(f"--only: expected some of {', '.join(SECTIONS)}, received {args.only}")
     repeats = 2 if args.quick else args.repeats
     try:
         import torch
@@ -297,56 +512,79 @@ def main(argv=None):
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
-    print(f"machine: {info['cpu_count']} CPUs, BLAS {info['blas']}, numba threading "
-          f"{info['numba_threading_layer']}, torch threads {info.get('torch_threads')}")
+    print(f"machine: {info['cpu_count']} CPUs, BLAS {info['blas']}, numba {info['numba_threads']} "
+          f"threads, torch threads {info.get('torch_threads')}")
     figures = {"machine": info, "repeats": repeats, "batch": BATCH, "widths": list(WIDTHS)}
+    peak = {t: sgemm_peak(t, size=512 if args.quick else 2048) for t in (1, 2)}
+    figures["sgemm_peak"] = peak
+    print("float32 matrix-product peak (2048x2048 sgemm, NumPy's BLAS, best of 5): "
+          + ", ".join(f"{t} thread(s) {p['gflops']:.0f} GFLOP/s" for t, p in peak.items()))
+    shapes = (("mnist", (28, 28, 1), 10), ("cifar", (32, 32, 3), 100))
 
-    print(f"\nCNN1 {WIDTHS}, images/s: median [min-max] of {repeats} runs; training batch {BATCH}, "
-          f"inference batch 256")
-    for label, shape, classes in (("mnist", (28, 28, 1), 10), ("cifar", (32, 32, 3), 100)):
-        rows = bench_network(shape, classes, repeats, torch)
-        figures[f"network_{label}"] = rows
-        print(f"  {label} {shape}:")
-        for impl, r in rows.items():
-            print(f"    {impl:7s} train {fmt(r['train'])}   infer {fmt(r['infer'])}")
-        if torch is not None:
-            tr = rows["npskip"]["train"]["median"] / rows["torch"]["train"]["median"]
-            inf = rows["npskip"]["infer"]["median"] / rows["torch"]["infer"]["median"]
-            print(f"    npskip / torch: train {tr:.2f}x, infer {inf:.2f}x; npskip / numpy: train "
-                  f"{rows['npskip']['train']['median'] / rows['numpy']['train']['median']:.2f}x")
-            if label == "mnist":
-                figures["train_ratio_vs_torch"], figures["infer_ratio_vs_torch"] = tr, inf
+    if "network" in only:
+        print(f"\nCNN1 {WIDTHS}, images/s: median [min-max] of {repeats} runs, the sides taking "
+              f"turns; training batch {BATCH}, inference batch 256")
+        for label, shape, classes in shapes:
+            rows = bench_network(shape, classes, repeats, torch)
+            figures[f"network_{label}"] = rows
+            print(f"  {label} {shape}:")
+            for impl, r in rows.items():
+                print(f"    {impl:7s} train {fmt(r['train'])}   infer {fmt(r['infer'])}")
+            if torch is not None:
+                tr = rows["npskip"]["train"]["median"] / rows["torch"]["train"]["median"]
+                inf = rows["npskip"]["infer"]["median"] / rows["torch"]["infer"]["median"]
+                print(f"    npskip / torch: train {tr:.2f}x, infer {inf:.2f}x; npskip / numpy: "
+                      f"train {rows['npskip']['train']['median'] / rows['numpy']['train']['median']:.2f}x")
+                figures[f"{label}_train_ratio_vs_torch"] = tr
+                figures[f"{label}_infer_ratio_vs_torch"] = inf
+                if label == "mnist":
+                    figures["train_ratio_vs_torch"], figures["infer_ratio_vs_torch"] = tr, inf
 
-    print(f"\nper conv layer, batch {BATCH}, MNIST shapes, ms (median):")
-    layers = bench_layers(repeats, torch)
-    figures["layers"] = layers
-    for row in layers:
-        cells = [f"{impl} fwd {1e3 * row[f'{impl}_forward']['median']:6.1f} bwd "
-                 f"{1e3 * row[f'{impl}_backward']['median']:6.1f}"
-                 for impl in ("npskip", "numpy", "torch") if f"{impl}_forward" in row]
-        print(f"  {row['layer']:14s} " + " | ".join(cells))
+    if "breakdown" in only:
+        for label, shape, classes in shapes:
+            b = bench_breakdown(shape, classes, repeats, torch, peak)
+            figures[f"breakdown_{label}"] = b
+            print_breakdown(label, shape, b)
 
-    routed = bench_routed(repeats if not args.quick else 1, args.mix_from,
-                          n=512 if args.quick else 2048)
-    figures["routed"] = routed["mixes"]
-    figures["routed_details"] = routed
-    print(f"\nrouted inference on {routed['images']} images (router + CNN3, sorted by route) vs "
-          f"CNN1, timed in turn; fractions of CNN1's multiply-adds and median wall-clock:")
-    for row in routed["mixes"]:
-        print(f"  {row['mix']:34s} {row['router']:5s} router: FLOPs {row['flops_fraction']:.3f}  "
-              f"wall {row['wall_fraction']:.3f} (ratio {row['wall_fraction'] / row['flops_fraction']:.2f})"
-              f"   (CNN3 alone: FLOPs {row['flops_fraction_cnn3_only']:.3f}, wall "
-              f"{row['wall_fraction_cnn3_only']:.3f}, ratio "
-              f"{row['wall_fraction_cnn3_only'] / row['flops_fraction_cnn3_only']:.2f})")
+    if "layers" in only:
+        print(f"\nper conv layer alone, batch {BATCH}, MNIST shapes, ReLU fused (PyTorch's "
+              f"without ReLU), ms (median):")
+        layers = bench_layers(repeats, torch)
+        figures["layers"] = layers
+        for row in layers:
+            cells = [f"{impl} fwd {1e3 * row[f'{impl}_forward']['median']:6.1f} bwd "
+                     f"{1e3 * row[f'{impl}_backward']['median']:6.1f}"
+                     for impl in ("npskip", "numpy", "torch") if f"{impl}_forward" in row]
+            print(f"  {row['layer']:14s} " + " | ".join(cells))
 
-    peak = peak_memory_of_step()
-    figures["peak_step_bytes"] = peak
-    print(f"\npeak NumPy memory of one training step at batch {BATCH}: {peak / 2**20:.0f} MiB")
-    first = first_call_cost()
-    figures["first_call"] = first
-    print(f"first training step minus second: cold numba cache {first['cold']['extra']:.2f} s, "
-          f"warm cache {first['warm']['extra']:.2f} s")
+    if "routed" in only:
+        routed = bench_routed(repeats if not args.quick else 1, args.mix_from,
+                              n=512 if args.quick else 2048)
+        figures["routed"] = routed["mixes"]
+        figures["routed_details"] = routed
+        print(f"\nrouted inference on {routed['images']} images (router + CNN3, sorted by route) "
+              f"vs CNN1, timed in turn; fractions of CNN1's multiply-adds and median wall-clock:")
+        for row in routed["mixes"]:
+            print(f"  {row['mix']:34s} {row['router']:5s} router: FLOPs {row['flops_fraction']:.3f}  "
+                  f"wall {row['wall_fraction']:.3f} (ratio "
+                  f"{row['wall_fraction'] / row['flops_fraction']:.2f}; router+pooling alone wall "
+                  f"{row['router_wall_fraction']:.3f})   (CNN3 alone: FLOPs "
+                  f"{row['flops_fraction_cnn3_only']:.3f}, wall {row['wall_fraction_cnn3_only']:.3f}, "
+                  f"ratio {row['wall_fraction_cnn3_only'] / row['flops_fraction_cnn3_only']:.2f})")
 
+    if "memory" in only:
+        peak_bytes = peak_memory_of_step()
+        figures["peak_step_bytes"] = peak_bytes
+        print(f"\npeak NumPy memory of one training step at batch {BATCH}: "
+              f"{peak_bytes / 2**20:.0f} MiB")
+        first = first_call_cost()
+        figures["first_call"] = first
+        print(f"first training step minus second: cold numba cache {first['cold']['extra']:.2f} s, "
+              f"warm cache {first['warm']['extra']:.2f} s")
+
+    import numba
+    info["numba_threading_layer_used"] = numba.threading_layer()
+    print(f"\nnumba threading layer used: {info['numba_threading_layer_used']}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
         print(f"wrote {args.json}")

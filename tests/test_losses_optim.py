@@ -5,7 +5,7 @@ import pytest
 
 from npskip.layers import Dense
 from npskip.losses import softmax_cross_entropy
-from npskip.optim import RMSprop
+from npskip.optim import RMSprop, rmsprop_update, rmsprop_update_parallel, rmsprop_update_plain
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -101,6 +101,27 @@ def test_rmsprop_leaves_layers_it_is_not_given_alone(rng):
     a.grads["W"][:] = 1.0
     opt.step([a])
     assert np.array_equal(b.params["W"], snapshot) and opt.state_for(b) == {}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_rmsprop_matches_its_plain_twin_bit_for_bit(rng, dtype):
+    # Same operations in the same order and precision: the results must be identical,
+    # not merely close (zero gradients included, which must leave w untouched).
+    w = rng.standard_normal(1001).astype(dtype)
+    v = rng.random(1001).astype(dtype)
+    w2, v2, w3, v3 = w.copy(), v.copy(), w.copy(), v.copy()
+    f = np.dtype(dtype).type
+    scalars = (f(1e-3), f(0.9), f(1 - 0.9), f(1e-7))
+    for step in range(3):
+        g = rng.standard_normal(1001).astype(dtype)
+        g[::7] = 0.0
+        rmsprop_update(w, g, v, *scalars, 0, 1001)
+        rmsprop_update_parallel(w3, g, v3, *scalars, 3)     # blocks of uneven size
+        rmsprop_update_plain(w2, g, v2, 1e-3, 0.9, 1e-7)
+        for fused in (w, w3):
+            np.testing.assert_array_equal(fused, w2)
+        for fused in (v, v3):
+            np.testing.assert_array_equal(fused, v2)
 
 
 def test_rmsprop_rejects_bad_settings():
