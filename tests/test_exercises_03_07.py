@@ -1,0 +1,60 @@
+"""The exercises of notebooks 3-7: every check passes on its reference solution
+(notebooks/solutions/) and fails, with an AssertionError, on a deliberately wrong answer."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+sys.path.insert(0, str(NOTEBOOKS))   # the notebooks import `from exercises import nb03`
+
+from exercises import nb03 as ex3    # noqa: E402
+from solutions import nb03 as sol3   # noqa: E402
+
+
+def passes(check, *args, capsys):
+    check(*args)
+    assert capsys.readouterr().out.startswith("passed")
+
+
+def fails(check, *args):
+    with pytest.raises(AssertionError):
+        check(*args)
+
+
+def not_written(*args):
+    raise NotImplementedError
+
+
+# -- notebook 3 -------------------------------------------------------------
+
+def test_nb03_top_images(capsys):
+    passes(ex3.check_top_images, sol3.top_images, capsys=capsys)
+    # argsort does not send ties to the lower index
+    fails(ex3.check_top_images, lambda s, k: np.argsort(s, axis=0, kind="stable")[::-1][:k].T)
+    fails(ex3.check_top_images, lambda s, k: np.argsort(s, axis=0)[:k].T)     # the worst, not the best
+
+
+def test_nb03_label_counts(capsys):
+    tops = np.random.default_rng(0).integers(0, 80, size=(3, 10, 10))
+    passes(ex3.check_label_counts, sol3.label_counts, tops, capsys=capsys)
+
+    def every_pick(tops, maps):        # counts picks, not unique images
+        return [int(np.asarray(t)[:maps].size) for t in tops]
+
+    def lowest_wins(tops, maps):       # keeps the lowest layer on repeats
+        label = {}
+        for layer, grid in enumerate(tops):
+            for i in np.asarray(grid)[:maps].ravel().tolist():
+                label.setdefault(i, layer)
+        return np.bincount(list(label.values()), minlength=len(tops)).tolist()
+    fails(ex3.check_label_counts, every_pick, tops)
+    fails(ex3.check_label_counts, lowest_wins, tops)
+
+
+def test_a_stub_is_reported_not_failed(capsys):
+    ex3.check_label_counts(not_written)
+    assert "not written yet" in capsys.readouterr().out
+
