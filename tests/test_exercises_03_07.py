@@ -58,3 +58,24 @@ def test_a_stub_is_reported_not_failed(capsys):
     ex3.check_label_counts(not_written)
     assert "not written yet" in capsys.readouterr().out
 
+
+# -- notebook 4 -------------------------------------------------------------
+
+from exercises import nb04 as ex4    # noqa: E402
+from solutions import nb04 as sol4   # noqa: E402
+
+
+def test_nb04_wilson(capsys):
+    passes(ex4.check_wilson, sol4.wilson, capsys=capsys)
+
+    def normal_approximation(correct, n):
+        p = correct / n
+        half = 1.96 * np.sqrt(p * (1 - p) / n)
+        return max(0.0, p - half), min(1.0, p + half)
+    fails(ex4.check_wilson, normal_approximation)
+
+
+def test_nb04_images_needed(capsys):
+    passes(ex4.check_images_needed, sol4.images_needed, capsys=capsys)
+    fails(ex4.check_images_needed, lambda p, w: int(np.ceil(1.96 * np.sqrt(p * (1 - p)) / w)))
+
