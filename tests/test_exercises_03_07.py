@@ -79,3 +79,23 @@ def test_nb04_images_needed(capsys):
     passes(ex4.check_images_needed, sol4.images_needed, capsys=capsys)
     fails(ex4.check_images_needed, lambda p, w: int(np.ceil(1.96 * np.sqrt(p * (1 - p)) / w)))
 
+
+# -- notebook 5 -------------------------------------------------------------
+
+from exercises import nb05 as ex5    # noqa: E402
+from solutions import nb05 as sol5   # noqa: E402
+
+
+def test_nb05_route_flops(capsys):
+    passes(ex5.check_route_flops, sol5.route_flops, capsys=capsys)
+
+    def dense_at_full_width(shape, widths, classes, route):   # multiplies the zero padding too
+        h, w, _ = shape
+        return (sol5.route_flops(shape, widths, classes, route)
+                - h * w * widths[route] * classes + h * w * max(widths) * classes)
+    fails(ex5.check_route_flops, dense_at_full_width)
+
+
+def test_nb05_dense_rows(capsys):
+    passes(ex5.check_dense_rows, sol5.dense_rows, capsys=capsys)
+    fails(ex5.check_dense_rows, lambda h, w, c, m: np.arange(h * w * c))   # the first rows, not per pixel
