@@ -53,3 +53,52 @@ def softmax(logits):
     check_array(logits, "logits", ndim=2, dtype="float")
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def distillation_loss(logits, labels, teacher_logits, temperature, weight):
+    """Knowledge distillation (Hinton et al. 2015): cross-entropy on the labels mixed with
+    the teacher's softened outputs as targets, and its gradient.
+
+    logits: (N, K) the student's; labels: (N,) integers in [0, K);
+    teacher_logits: (N, K) the teacher's on the same images (a constant: no gradient);
+    temperature T > 0 softens both distributions, softmax(z / T);
+    weight w in [0, 1] mixes the two terms:
+
+        L = (1 - w) * CE(z, y) + w * T**2 * KL(softmax(t / T) || softmax(z / T))
+
+    averaged over the N rows. The T**2 keeps the soft term's gradient on the scale of
+    the hard one's as T grows (d/dz of the KL carries a 1/T):
+
+        dL/dz = [(1 - w) * (softmax(z) - onehot(y)) + w * T * (softmax(z / T) - softmax(t / T))] / N
+
+    Soft targets carry what the teacher thinks of the wrong classes (a 4 that looks
+    like a 9), which one-hot labels do not. The KL is zero when the student's softened
+    outputs match the teacher's, so L = 0 only for a student that is both right and
+    the teacher's copy. Returns (loss, dlogits) like softmax_cross_entropy; w = 0 is it.
+    """
+    check_array(teacher_logits, "teacher logits", ndim=2, dtype="float")
+    if teacher_logits.shape != np.shape(logits):
+        raise ValueError(f"teacher logits: expected shape {np.shape(logits)} to match the "
+                         f"logits, received {teacher_logits.shape}")
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a number > 0, received {temperature}")
+    if not 0 <= weight <= 1:
+        raise ValueError(f"weight: expected a number in [0, 1], received {weight}")
+    hard, dhard = softmax_cross_entropy(logits, labels)     # checks logits and labels
+    check_finite(teacher_logits, "teacher logits")
+    n = logits.shape[0]
+    # log-softmax of the softened logits, max-shifted as in the loss above
+    log_q = _log_softmax(logits / temperature)               # the student's, (N, K)
+    log_p = _log_softmax(teacher_logits.astype(logits.dtype, copy=False) / temperature)
+    p = np.exp(log_p)
+    kl = float(np.sum(p * (log_p - log_q)) / n)    # log_p is finite, so p = 0 adds exactly 0
+    loss = (1 - weight) * hard + weight * temperature ** 2 * kl
+    dsoft = temperature * (np.exp(log_q) - p) / n
+    dlogits = (1 - weight) * dhard + weight * dsoft
+    return float(loss), dlogits.astype(logits.dtype, copy=False)
+
+
+def _log_softmax(z):
+    """Row-wise log softmax of (N, K), shifted by the row max (no overflow, no log 0)."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

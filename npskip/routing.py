@@ -51,9 +51,19 @@ def downsample_flops(input_shape, factor=2):
     return h * w * c if factor > 1 else 0
 
 
-def random_routes(n, depth, seed):
-    """(n,) routes drawn uniformly from 0..depth-1 by a Generator seeded with ``seed``."""
-    return np.random.default_rng(seed).integers(0, depth, size=n)
+def random_routes(n, depth, seed, weights=None):
+    """(n,) routes drawn from 0..depth-1 by a Generator seeded with ``seed``.
+
+    weights: (depth,) probabilities of the routes (summing to 1); None draws uniformly.
+    """
+    rng = np.random.default_rng(seed)
+    if weights is None:
+        return rng.integers(0, depth, size=n)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (depth,) or weights.min() < 0 or abs(weights.sum() - 1) > 1e-9:
+        raise ValueError(f"route weights: expected {depth} non-negative probabilities summing "
+                         f"to 1, received {weights.tolist()}")
+    return rng.choice(depth, size=n, p=weights)
 
 
 def route_probabilities(model, x, batch_size=256):

@@ -33,15 +33,22 @@ def _check_data(model, x, y, routes, name):
     return y
 
 
-def train_epoch(model, optimizer, x, y, routes, batch_size, rng, progress=None):
-    """One pass over (x, y) in shuffled batches. Returns (mean loss, accuracy)."""
+def train_epoch(model, optimizer, x, y, routes, batch_size, rng, progress=None, loss_fn=None):
+    """One pass over (x, y) in shuffled batches. Returns (mean loss, accuracy).
+
+    loss_fn(logits, idx) -> (loss, dlogits) for the batch of samples idx (positions in
+    x); default softmax cross-entropy on y[idx].
+    """
     order = rng.permutation(len(x))
     total_loss, correct, seen = 0.0, 0, 0
     for start in range(0, len(x), batch_size):
         idx = np.sort(order[start:start + batch_size])   # sorted: contiguous-ish reads
         xb, yb = x[idx], y[idx]
         logits = model.forward(xb, None if routes is None else routes[idx])
-        loss, dlogits = softmax_cross_entropy(logits, yb)
+        if loss_fn is None:
+            loss, dlogits = softmax_cross_entropy(logits, yb)
+        else:
+            loss, dlogits = loss_fn(logits, idx)
         model.backward(dlogits)
         optimizer.step(model.ran_layers())
         total_loss += loss * len(idx)
@@ -55,7 +62,7 @@ def train_epoch(model, optimizer, x, y, routes, batch_size, rng, progress=None):
 
 
 def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=None, seed=0,
-        optimizer=None, history=None, on_epoch_end=None, progress=True):
+        optimizer=None, history=None, on_epoch_end=None, progress=True, loss=None):
     """Train ``model`` on (x, y) and return the history.
 
     x: (N, H, W, C) float, y: (N,) int labels.
@@ -65,8 +72,12 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
     optimizer: default RMSprop() (lr 1e-3, rho 0.9, eps 1e-7).
     history: a history to continue (resuming): training starts at epoch len(history["loss"]).
     on_epoch_end: called as on_epoch_end(epoch, history) after each epoch (e.g. to checkpoint).
+    loss: loss(logits, idx) -> (loss, dlogits) for the training samples at positions idx,
+        e.g. losses.distillation_loss with the teacher's logits of x[idx]; default softmax
+        cross-entropy on y[idx]. Validation always reports the plain cross-entropy.
     Returns {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}: one entry per epoch.
     """
+    loss_fn = loss                      # the name `loss` is the epoch's mean loss below
     y = _check_data(model, x, y, routes, "training")
     if validation_data is not None:
         x_val, y_val, *r_val = validation_data
@@ -84,7 +95,8 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
                              f"{np.shape(epoch_routes)}")
         with tqdm(total=len(x), desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                   disable=not progress, leave=True) as bar:
-            loss, acc = train_epoch(model, optimizer, x, y, epoch_routes, batch_size, rng, bar)
+            loss, acc = train_epoch(model, optimizer, x, y, epoch_routes, batch_size, rng, bar,
+                                    loss_fn=loss_fn)
             if validation_data is not None:
                 val_loss, val_acc = evaluate(model, x_val, y_val, r_val)
                 bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", val_loss=f"{val_loss:.4f}",
