@@ -53,7 +53,18 @@ class Config:
     router: str = "small"            # "small" (SkipCNN on 2x-pooled images), "full" (CNN2's size), "none"
     router_widths: tuple = (8, 16)
     label_confidence: float = 0.9
-    operating_tolerance: float = 0.001
+    # The operating point (npskip.extension.choose_operating_point): a threshold is taken
+    # only if the upper confidence bound (one-sided, this confidence) of its accuracy loss
+    # against CNN1, paired on the validation images, is within the tolerance.
+    operating_tolerance: float = 0.002
+    operating_confidence: float = 0.95
+    # How CNN3-any is trained: its starting weights ("fresh" or "cnn1"), the probability
+    # of each route in its random draws (None: uniform), and distillation from CNN1
+    # (weight 0: plain cross-entropy; losses.distillation_loss).
+    any_init: str = "fresh"
+    any_route_weights: tuple = None
+    any_distill_weight: float = 0.0
+    any_temperature: float = 4.0
 
 
 def write_json(path, obj):
@@ -118,12 +129,14 @@ class SeedRun:
         seed = self.seed if network == 1 else [self.seed, network]
         return SkipCNN(self.input_shape, classes, self.config.widths, seed=seed)
 
-    def train(self, name, model, x, y, routes=None, val=None):
-        """Train with a checkpoint per epoch (resumable). Returns (model, history)."""
+    def train(self, name, model, x, y, routes=None, val=None, **fit_args):
+        """Train with a checkpoint per epoch (resumable). Returns (model, history).
+
+        fit_args go to train.fit (e.g. loss=...)."""
         return fit_resumable(model, self.folder / f"{name}.npz", x, y, routes=routes,
                              epochs=self.config.epochs, batch_size=self.config.batch_size,
                              validation_data=val, seed=self.seed, progress=self.progress,
-                             log=lambda m: self.log(f"[seed {self.seed}] {m}"))
+                             log=lambda m: self.log(f"[seed {self.seed}] {m}"), **fit_args)
 
     # -- stages ----------------------------------------------------------
     def run_cnn1(self):
@@ -319,4 +332,6 @@ def config_dict(config):
     d = asdict(config)
     d["widths"] = list(config.widths)
     d["router_widths"] = list(config.router_widths)
+    if config.any_route_weights is not None:
+        d["any_route_weights"] = list(config.any_route_weights)
     return d

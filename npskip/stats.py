@@ -1,9 +1,12 @@
-"""Small-sample honesty: stratified splits, confidence intervals, baselines, confusion matrices.
+"""Small-sample honesty: stratified splits, confidence intervals, baselines, confusion matrices,
+and paired differences between two networks judged on the same images.
 
 The paper's router is trained and tested on about a hundred images, so its test
 split holds a few dozen or fewer. An accuracy on 15 images means little without
 its interval and the accuracy of always guessing the commonest label.
 """
+
+from statistics import NormalDist
 
 import numpy as np
 
@@ -59,3 +62,44 @@ def stratified_split(labels, fractions=(0.7, 0.15, 0.15), seed=0):
         parts[1].extend(members[n_test:n_test + n_val])
         parts[0].extend(members[n_test + n_val:])
     return tuple(np.sort(np.array(p, dtype=np.int64)) for p in parts)
+
+
+def normal_quantile(p):
+    """z with P(Z <= z) = p for a standard normal Z (e.g. 0.95 -> 1.645)."""
+    if not 0 < p < 1:
+        raise ValueError(f"normal_quantile: expected 0 < p < 1, received {p}")
+    return NormalDist().inv_cdf(p)
+
+
+def paired_difference(a, b, confidence=0.95):
+    """Mean of a - b over the same images, with its standard error and bounds.
+
+    a, b: (N,) one score per image for two networks on the *same* images: booleans
+    (right or wrong) or numbers (e.g. the true class's probability). Pairing removes
+    the images both get right (or both wrong) from the uncertainty: with 0/1 scores
+    only the discordant images (right under one, wrong under the other) vary, so a
+    difference of 0.1 points between two networks that disagree on 1% of 6,000 images
+    has a standard error of about 0.13 points, not the 0.21 of two separate accuracies.
+
+    Normal approximation on the per-image differences d = a - b:
+        se = std(d, ddof=1) / sqrt(N),  low = mean - z se,  high = mean + z se,
+    z the one-sided ``confidence`` quantile (1.645 for 0.95): the true mean is above
+    ``low`` with that confidence, and below ``high``. Sound when the differences are
+    not too few: the discordant counts are returned so a reader can judge.
+    Returns {"n", "mean", "se", "low", "high", "confidence"}, plus "a_only" (a right,
+    b wrong) and "b_only" counts for boolean scores.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"paired_difference: expected two (N,) arrays of the same N >= 2, "
+                         f"received shapes {a.shape} and {b.shape}")
+    d = a.astype(np.float64) - b.astype(np.float64)
+    n = len(d)
+    mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(n))
+    z = normal_quantile(confidence)
+    out = {"n": n, "mean": mean, "se": se, "low": mean - z * se, "high": mean + z * se,
+           "confidence": confidence}
+    if a.dtype == bool and b.dtype == bool:
+        out["a_only"] = int(np.count_nonzero(a & ~b))
+        out["b_only"] = int(np.count_nonzero(b & ~a))
+    return out

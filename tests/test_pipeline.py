@@ -84,7 +84,11 @@ REQUIRED = ["cnn1.test_accuracy", "ranking.label_counts", "cnn2.test_accuracy", 
     "extension.router.test_accuracy", "extension.curve.router_flops_fraction",
     "extension.curve.operating_point.test_accuracy",
     "extension.curve.operating_point.flops_fraction",
-    "extension.curve.operating_point.wall_fraction", "extension.curve.oracle.test_accuracy"]
+    "extension.curve.operating_point.wall_fraction", "extension.curve.oracle.test_accuracy",
+    "extension.curve.operating_point.cnn1_test_accuracy",
+    "extension.curve.operating_point.test_paired_difference.mean",
+    "extension.curve.selection.evidence.loss_upper",
+    "extension.curve.curve.val_wall_fraction"]
 
 
 def _get(d, dotted):
@@ -127,6 +131,12 @@ def test_reproduce_quick_writes_every_field(quick_run):
     assert curve["curve"]["route_counts"][-1] == [0, 0, 600]      # t = 1: all on the full route
     assert 0 < curve["router_flops_fraction"] < 0.06              # the small router is cheap
     assert sum(results["extension"]["behaviour"]["train_label_counts"]) == 3000
+    # the rule's choice: a routed point no slower than CNN1 (guard), or CNN1 itself
+    point, sel = curve["operating_point"], curve["selection"]
+    assert point["wall_fraction"] <= 1.0 and point["choice"] in ("routed", "cnn1")
+    assert (point["choice"] == "cnn1") == (sel["threshold"] is None)
+    assert sel["evidence"]["n"] == results["cnn1"]["val_count"]
+    assert "| seed | choice | validation: routed - CNN1" in report
 
 
 def test_reproduce_with_the_papers_labels_adds_only_its_router(quick_run):

@@ -1,0 +1,104 @@
+"""Beyond the paper: choosing the threshold t without the test set.
+
+The knob (npskip.routing.threshold_routes) trades accuracy for compute. A user
+has to pick one t before seeing any test image, so the choice is made on the
+validation split alone, and it has to hold on the test set. The rule:
+
+1. **Compare image by image.** At each t, the routed network and CNN1 are judged
+   on the *same* validation images: per image, d = (routed right) - (CNN1 right).
+   Only images where the two disagree move the mean of d, so its uncertainty is
+   much smaller than that of two separate accuracies (stats.paired_difference).
+2. **Accept t only on evidence.** The accuracy loss against CNN1 is -mean(d). A
+   threshold is accepted when the upper confidence bound of that loss (one-sided,
+   95% by default) is within the tolerance (0.2 points, the target's): not "looks
+   within it", but "within it unless we were unlucky at the 5% level".
+3. **Guard on measured cost.** Among the accepted thresholds, take the one with the
+   fewest multiply-adds whose routed path (pooling, router, CNN3 sorted by route),
+   timed on the validation images, takes at most ``wall_limit`` (0.9) of CNN1's
+   time. If none does, say so and fall back to CNN1 itself: every image on the
+   full network, no router. The rule never picks a path slower than CNN1.
+
+Reproducibility: everything but the wall-clock is a deterministic function of the
+stage files (the networks' outputs on the validation images), and the threshold
+is ordered by multiply-adds, which are counted, not timed. Wall-clock enters only
+as a veto, with a 10% margin below CNN1: the ratio of interleaved medians moves by
+about +-5% between reruns on the build machine, so a rerun changes the veto only
+for a threshold measured within that noise of 0.9, and never lets through a path
+that is slower than CNN1 (it would need a 10% error). The evidence records how far
+the chosen point's time is from the limit, so a reader can see when that could
+happen. The rule is given validation arrays only: no test data can reach it.
+"""
+
+import numpy as np
+
+from .stats import paired_difference
+
+WALL_LIMIT = 0.9     # a routed path must take at most this fraction of CNN1's time
+
+
+def choose_operating_point(thresholds, routed_right, cnn1_right, flops_fraction, wall_fraction,
+                           tolerance=0.002, confidence=0.95, wall_limit=WALL_LIMIT):
+    """The cheapest threshold whose paired evidence on validation supports it, or CNN1.
+
+    thresholds: (T,) the knob's values.
+    routed_right: (T, N) bool, whether the routed network is right on validation image
+        i at threshold t (router and CNN3 as deployed).
+    cnn1_right: (N,) bool, whether CNN1 is right on the same validation images.
+    flops_fraction: (T,) multiply-adds per image against CNN1's, router included, on
+        the validation images.
+    wall_fraction: (T,) measured wall-clock of the routed path against CNN1's on the
+        validation images (pooling and router included).
+    tolerance: the accuracy loss allowed, as a fraction (0.002 = 0.2 points).
+    confidence: one-sided level of the loss's upper bound.
+    wall_limit: the largest wall-clock fraction the guard lets through.
+
+    Returns {"index": i or None (None: CNN1), "threshold": t or None, "decision": text,
+    "evidence": one record per threshold: the paired difference (routed minus CNN1,
+    with "loss_upper" = -low), multiply-adds, wall-clock, "accepted" (the accuracy
+    evidence holds) and "cheaper" (under the wall limit)}.
+    """
+    routed_right = np.asarray(routed_right)
+    cnn1_right = np.asarray(cnn1_right)
+    thresholds = [float(t) for t in thresholds]
+    if routed_right.dtype != bool or cnn1_right.dtype != bool:
+        raise ValueError(f"choose_operating_point: expected boolean right-or-wrong arrays, "
+                         f"received {routed_right.dtype} and {cnn1_right.dtype}")
+    n_t = len(thresholds)
+    if (routed_right.shape != (n_t, len(cnn1_right)) or np.shape(flops_fraction) != (n_t,)
+            or np.shape(wall_fraction) != (n_t,)):
+        raise ValueError(f"choose_operating_point: expected routed_right ({n_t}, N) with "
+                         f"cnn1_right (N,) and one cost per threshold; received "
+                         f"{routed_right.shape}, {cnn1_right.shape}, {np.shape(flops_fraction)}, "
+                         f"{np.shape(wall_fraction)}")
+    evidence = []
+    for i, t in enumerate(thresholds):
+        diff = paired_difference(routed_right[i], cnn1_right, confidence)
+        diff["loss_upper"] = -diff["low"]            # upper bound of CNN1's lead
+        evidence.append({"threshold": t, "paired_difference": diff,
+                         "flops_fraction": float(flops_fraction[i]),
+                         "wall_fraction": float(wall_fraction[i]),
+                         "accepted": bool(diff["loss_upper"] <= tolerance),
+                         "cheaper": bool(wall_fraction[i] <= wall_limit)})
+    accepted = [i for i, e in enumerate(evidence) if e["accepted"]]
+    both = [i for i in accepted if evidence[i]["cheaper"]]
+    if both:
+        # fewest multiply-adds (counted, reproducible); a tie goes to the faster, then lower t
+        pick = min(both, key=lambda i: (evidence[i]["flops_fraction"],
+                                        evidence[i]["wall_fraction"], i))
+        e = evidence[pick]
+        decision = (f"t = {e['threshold']:.4g}: its accuracy loss against CNN1 on "
+                    f"{e['paired_difference']['n']} validation images is at most "
+                    f"{100 * e['paired_difference']['loss_upper']:.2f} points "
+                    f"({100 * confidence:.0f}% upper bound; tolerance {100 * tolerance:.1f}), "
+                    f"at {e['flops_fraction']:.3f} of CNN1's multiply-adds and "
+                    f"{e['wall_fraction']:.3f} of its wall-clock")
+        return {"index": pick, "threshold": e["threshold"], "decision": decision,
+                "evidence": evidence}
+    if not accepted:
+        decision = (f"no threshold's accuracy loss is within {100 * tolerance:.1f} points of "
+                    f"CNN1 at {100 * confidence:.0f}% confidence on validation: CNN1 is used")
+    else:
+        decision = (f"thresholds within the tolerance (t = "
+                    f"{', '.join(f'{thresholds[i]:.4g}' for i in accepted)}) all take more than "
+                    f"{wall_limit} of CNN1's wall-clock: CNN1 is used")
+    return {"index": None, "threshold": None, "decision": decision, "evidence": evidence}

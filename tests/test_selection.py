@@ -1,0 +1,149 @@
+"""Choosing the operating point without the test set: the paired difference and its
+bounds, the rule on synthetic curves, its guard, and its reproducibility."""
+
+import inspect
+import math
+
+import numpy as np
+import pytest
+
+from npskip.selection import WALL_LIMIT, choose_operating_point
+from npskip.stats import normal_quantile, paired_difference
+
+
+def test_paired_difference_against_a_direct_computation():
+    # 10 images: a right on 8, b right on 6; they disagree on images 2 (a only),
+    # 5 and 8 (a only) and 9 (b only)
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 1, 1, 0], dtype=bool)
+    b = np.array([1, 1, 0, 1, 1, 0, 0, 1, 0, 1], dtype=bool)
+    d = [0, 0, 1, 0, 0, 1, 0, 0, 1, -1]
+    mean = sum(d) / 10                                          # 0.2
+    var = sum((x - mean) ** 2 for x in d) / 9                   # sample variance, ddof 1
+    se = math.sqrt(var / 10)
+    z = 1.6448536269514722                                      # one-sided 95%
+    out = paired_difference(a, b, confidence=0.95)
+    assert out["n"] == 10 and out["a_only"] == 3 and out["b_only"] == 1
+    assert out["mean"] == pytest.approx(0.2, abs=1e-15)
+    assert out["se"] == pytest.approx(se, rel=1e-12)
+    assert out["low"] == pytest.approx(mean - z * se, rel=1e-12)
+    assert out["high"] == pytest.approx(mean + z * se, rel=1e-12)
+    # the same numbers as the accuracies' difference, with the discordant images alone
+    assert out["mean"] == pytest.approx(a.mean() - b.mean(), rel=1e-12)
+    # numbers as scores (the true class's probability) work the same way
+    pa, pb = np.array([0.9, 0.8, 0.7]), np.array([0.7, 0.8, 0.4])
+    q = paired_difference(pa, pb, confidence=0.9)
+    assert q["mean"] == pytest.approx(np.mean(pa - pb), rel=1e-12)
+    assert q["se"] == pytest.approx(np.std(pa - pb, ddof=1) / np.sqrt(3), rel=1e-12)
+    assert q["low"] == pytest.approx(q["mean"] - 1.2815515655446004 * q["se"], rel=1e-12)
+    assert "a_only" not in q
+    assert normal_quantile(0.975) == pytest.approx(1.959963984540054, rel=1e-12)
+
+
+def test_pairing_is_tighter_than_two_separate_accuracies(rng):
+    # two networks right on ~98.7% of 6000 images that disagree on ~1.2% of them
+    base = rng.random(6000) > 0.013
+    flip = rng.random(6000) < 0.012
+    a, b = base, np.where(flip, ~base, base)
+    paired = paired_difference(a, b)["se"]
+    unpaired = np.sqrt(a.mean() * (1 - a.mean()) / 6000 + b.mean() * (1 - b.mean()) / 6000)
+    assert paired < 0.8 * unpaired
+
+
+def test_paired_difference_names_bad_input():
+    with pytest.raises(ValueError, match=r"two \(N,\) arrays of the same N"):
+        paired_difference(np.ones(3, bool), np.ones(4, bool))
+    with pytest.raises(ValueError, match="0 < p < 1"):
+        paired_difference(np.ones(3, bool), np.ones(3, bool), confidence=1.0)
+
+
+def synthetic(n=6000, seed=0, losses=(0.05, 0.02, 0.01, 0.004, 0.002, 0.0, 0.0),
+              disagree=0.004):
+    """A validation curve: CNN1 right on ~98.7%; at threshold i the routed network loses
+    about losses[i] (a fraction) against it, and disagrees with it on `disagree` + 2 losses
+    of the images. Cost falls as the loss rises."""
+    rng = np.random.default_rng(seed)
+    cnn1 = rng.random(n) > 0.013
+    rows = []
+    for loss in losses:
+        routed = cnn1.copy()
+        order = rng.permutation(n)
+        # images CNN1 gets right and the routed network wrong (loss + disagree/2), and
+        # the other way round (disagree/2): net loss `loss`
+        worse = [i for i in order if cnn1[i]][:int(round(n * (loss + disagree / 2)))]
+        better = [i for i in order if not cnn1[i]][:int(round(n * disagree / 2))]
+        routed[worse], routed[better] = False, True
+        rows.append(routed)
+    t = np.linspace(0.5, 1.0, len(losses))
+    flops = np.r_[np.linspace(0.1, 0.6, len(losses) - 1), 1.05]   # the last: the full route
+    wall = 0.3 + 0.85 * flops                         # the shape measured on MNIST
+    return t, np.array(rows), cnn1, flops, wall
+
+
+def test_the_rule_takes_the_cheapest_point_its_evidence_supports():
+    t, right, cnn1, flops, wall = synthetic()
+    out = choose_operating_point(t, right, cnn1, flops, wall, tolerance=0.002, confidence=0.95)
+    # index 5 loses nothing, with about 12 + 12 discordant images: bound about 0.13 points
+    ev = out["evidence"]
+    bounds = [e["paired_difference"]["loss_upper"] for e in ev]
+    ok = [i for i, u in enumerate(bounds) if u <= 0.002 and wall[i] <= WALL_LIMIT]
+    assert out["index"] == min(ok, key=lambda i: flops[i])
+    assert out["threshold"] == t[out["index"]]
+    assert all(ev[i]["accepted"] == (bounds[i] <= 0.002) for i in range(len(t)))
+    # a looser tolerance reaches a cheaper point; a point that loses 0.4 points never passes
+    loose = choose_operating_point(t, right, cnn1, flops, wall, tolerance=0.004)
+    assert loose["index"] is not None and flops[loose["index"]] < flops[out["index"]]
+    assert not ev[3]["accepted"]                       # loses 0.4 points
+    assert "validation images is at most" in out["decision"]
+
+
+def test_the_bound_is_what_decides_not_the_point_estimate():
+    # every point's estimate is within the tolerance, but only the low-noise one's bound is
+    t, right, cnn1, flops, wall = synthetic(losses=(0.001, 0.001, 0.0), disagree=0.02)
+    _, right2, _, _, _ = synthetic(losses=(0.001, 0.001, 0.0), disagree=0.002)
+    mixed = np.array([right[0], right[1], right2[2]])
+    out = choose_operating_point(t, mixed, cnn1, flops, np.full(3, 0.5), tolerance=0.002)
+    est = [-e["paired_difference"]["mean"] for e in out["evidence"]]
+    assert max(est) <= 0.002 and out["index"] == 2
+
+
+def test_the_rule_falls_back_to_cnn1_when_no_accepted_point_is_cheaper():
+    t, right, cnn1, flops, _ = synthetic()
+    slow = np.full(len(t), 1.02)
+    slow[:3] = 0.5                    # only the points that lose too much are fast
+    out = choose_operating_point(t, right, cnn1, flops, slow, tolerance=0.002)
+    assert out["index"] is None and out["threshold"] is None
+    assert "CNN1 is used" in out["decision"] and "wall-clock" in out["decision"]
+    # a point just under CNN1's time but above the guard's margin is not taken either
+    out = choose_operating_point(t, right, cnn1, flops, np.full(len(t), 0.95))
+    assert out["index"] is None
+    # and when nothing is within the tolerance, it says that instead
+    t, right, cnn1, flops, wall = synthetic(losses=(0.05, 0.02, 0.01))
+    out = choose_operating_point(t, right, cnn1, flops, wall)
+    assert out["index"] is None and "no threshold's accuracy loss" in out["decision"]
+
+
+def test_the_rule_is_given_validation_data_only():
+    params = list(inspect.signature(choose_operating_point).parameters)
+    assert params == ["thresholds", "routed_right", "cnn1_right", "flops_fraction",
+                      "wall_fraction", "tolerance", "confidence", "wall_limit"]
+    doc = inspect.getdoc(choose_operating_point)
+    assert "validation" in doc and "test" not in doc.lower()
+
+
+def test_the_choice_is_reproducible_and_survives_timing_noise(rng):
+    t, right, cnn1, flops, wall = synthetic(losses=(0.02, 0.004, 0.0, 0.0, -0.001))
+    first = choose_operating_point(t, right, cnn1, flops, wall)
+    again = choose_operating_point(t.copy(), right.copy(), cnn1.copy(), flops.copy(), wall.copy())
+    assert first == again and first["index"] is not None
+    # remeasured wall-clock moves by +-5% between reruns here: the choice does not flip
+    for _ in range(50):
+        noisy = wall * rng.uniform(0.95, 1.05, len(wall))
+        assert choose_operating_point(t, right, cnn1, flops, noisy)["index"] == first["index"]
+
+
+def test_the_rule_names_bad_input():
+    t, right, cnn1, flops, wall = synthetic()
+    with pytest.raises(ValueError, match="boolean"):
+        choose_operating_point(t, right.astype(float), cnn1, flops, wall)
+    with pytest.raises(ValueError, match=r"expected routed_right \(7, N\)"):
+        choose_operating_point(t, right[:3], cnn1, flops, wall)
