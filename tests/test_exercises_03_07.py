@@ -99,3 +99,18 @@ def test_nb05_route_flops(capsys):
 def test_nb05_dense_rows(capsys):
     passes(ex5.check_dense_rows, sol5.dense_rows, capsys=capsys)
     fails(ex5.check_dense_rows, lambda h, w, c, m: np.arange(h * w * c))   # the first rows, not per pixel
+
+
+# -- notebook 6 -------------------------------------------------------------
+
+from exercises import nb06 as ex6    # noqa: E402
+from solutions import nb06 as sol6   # noqa: E402
+
+
+def test_nb06_cost_with_router(capsys):
+    passes(ex6.check_cost_with_router, sol6.cost_with_router, capsys=capsys)
+
+    def router_left_out(counts, model, router):
+        per_route = np.array([model.flops(r)["total"] for r in range(model.depth)])
+        return np.dot(counts, per_route) / np.sum(counts) / model.flops()["total"]
+    fails(ex6.check_cost_with_router, router_left_out)
