@@ -114,3 +114,32 @@ def test_nb06_cost_with_router(capsys):
         per_route = np.array([model.flops(r)["total"] for r in range(model.depth)])
         return np.dot(counts, per_route) / np.sum(counts) / model.flops()["total"]
     fails(ex6.check_cost_with_router, router_left_out)
+
+
+# -- notebook 7 -------------------------------------------------------------
+
+from exercises import nb07 as ex7    # noqa: E402
+from solutions import nb07 as sol7   # noqa: E402
+
+
+def test_nb07_threshold_routes(capsys):
+    passes(ex7.check_threshold_routes, sol7.threshold_routes, capsys=capsys)
+
+    def strict(p, t):                  # "above" where the rule says "reaches"
+        if t >= 1:
+            return np.full(len(p), p.shape[1] - 1)
+        return np.count_nonzero(np.cumsum(p, axis=1)[:, :-1] <= t, axis=1)
+
+    def no_t1_case(p, t):              # trusts the float sum at t = 1
+        return np.count_nonzero(np.cumsum(p, axis=1)[:, :-1] < t, axis=1)
+    fails(ex7.check_threshold_routes, strict)
+    fails(ex7.check_threshold_routes, no_t1_case)
+    fails(ex7.check_threshold_routes, lambda p, t: p.argmax(axis=1))   # the likeliest route
+
+
+def test_nb07_behaviour_labels(capsys):
+    passes(ex7.check_behaviour_labels, sol7.behaviour_labels, capsys=capsys)
+
+    def none_is_zero(probs, y, conf):  # argmax alone gives route 0 where no route is confident
+        return (probs[:, np.arange(len(y)), y] >= conf).argmax(axis=0)
+    fails(ex7.check_behaviour_labels, none_is_zero)
