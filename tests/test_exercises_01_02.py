@@ -53,6 +53,11 @@ def test_dense_backward_check(capsys):
         nb01.check_dense_backward(lambda x, W, d: (d @ W.T, x.T @ d * 1.01, d.sum(0)))
     with pytest.raises(AssertionError, match="dW: expected shape"):
         nb01.check_dense_backward(lambda x, W, d: (d @ W.T, d.T @ x, d.sum(0)))
+    # A product that does not fit, or a forgotten return, is reported with the shapes expected.
+    with pytest.raises(AssertionError, match=r"dx like x \(N, D_in\)"):
+        nb01.check_dense_backward(lambda x, W, d: (d @ W, x.T @ d, d.sum(0)))
+    with pytest.raises(AssertionError, match="return dx, dW, db"):
+        nb01.check_dense_backward(lambda x, W, d: None)
 
 
 def test_output_shapes_check(capsys):
@@ -60,6 +65,11 @@ def test_output_shapes_check(capsys):
     assert "passed" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="question 'c'"):
         nb01.check_output_shapes({**sol01.OUTPUT_SHAPES, "c": (1, 3, 3, 32)})
+    # (28 - 3) / 2 + 1 = 13.5 without the floor: must not pass by int() truncating it.
+    with pytest.raises(AssertionError, match="whole numbers"):
+        nb01.check_output_shapes({**sol01.OUTPUT_SHAPES, "b": (5, 13.5, 13.5, 8)})
+    with pytest.raises(AssertionError, match="expected four"):
+        nb01.check_output_shapes({**sol01.OUTPUT_SHAPES, "a": (14, 14, 8)})
 
 
 # -- notebook 02 ------------------------------------------------------------
@@ -82,12 +92,29 @@ def test_train_step_check(capsys):
     with pytest.raises(AssertionError, match="differs from a reference step"):
         nb02.check_train_step(two_updates)
 
+    def returns_both(model, optimizer, xb, yb):
+        from npskip.losses import softmax_cross_entropy
+        result = softmax_cross_entropy(model.forward(xb), yb)
+        model.backward(result[1])
+        optimizer.step(model.ran_layers())
+        return result                               # (loss, dlogits), not the loss
+    with pytest.raises(AssertionError, match="expected one number"):
+        nb02.check_train_step(returns_both)
+
+    def fresh_optimizer(model, optimizer, xb, yb):
+        from npskip.optim import RMSprop
+        return sol02.train_step(model, RMSprop(), xb, yb)   # forgets RMSprop's running average
+    with pytest.raises(AssertionError, match="optimizer passed in"):
+        nb02.check_train_step(fresh_optimizer)
+
 
 def test_cost_check(capsys):
     nb02.check_cost(sol02.COST)
     assert "passed" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="conv2_multiply_adds"):
         nb02.check_cost({**sol02.COST, "conv2_multiply_adds": 28 * 28 * 16 * 8})
+    with pytest.raises(AssertionError, match="not a whole number"):
+        nb02.check_cost({**sol02.COST, "conv2_params": sol02.COST["conv2_params"] + 0.5})
 
 
 def test_initial_loss_check(capsys):

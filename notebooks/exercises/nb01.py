@@ -60,11 +60,13 @@ def check_col2im(col2im):
             f"received {dx.shape}")
         ref = kernels.col2im_naive(dcols, x_shape, kh, kw, stride, padding)
         if not np.allclose(dx, ref, rtol=0, atol=1e-10):
-            bad = np.unravel_index(np.argmax(np.abs(dx - ref)), dx.shape)
+            bad = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(dx - ref)), dx.shape))
             raise AssertionError(
-                f"{case}: dx{bad} is {dx[bad]:.4f}, expected {ref[bad]:.4f}. Does every "
-                f"row add (+=) its kh*kw*C values onto the pixels its window covers, "
-                f"skipping the padding?")
+                f"{case}: dx[{', '.join(map(str, bad))}] is {dx[bad]:.4f}, expected "
+                f"{ref[bad]:.4f}. Three usual slips: overlapping windows must add up (+=, not =); "
+                f"row (b*Ho + oy)*Wo + ox is the window whose top-left pixel is "
+                f"(oy*stride - pad_top, ox*stride - pad_left), and what lands in the padding is "
+                f"dropped; its kh*kw*C values reshape to (kh, kw, C), channel fastest.")
         lhs, rhs = np.sum(cols * dcols), np.sum(x * dx)
         assert np.isclose(lhs, rhs, rtol=1e-10), (
             f"{case}: <im2col(x), c> = {lhs:.6f} but <x, col2im(c)> = {rhs:.6f}")
@@ -103,12 +105,23 @@ def check_dense_backward(dense_backward):
     float64) on three shapes, a batch of 1 among them.
     """
     rng = np.random.default_rng(1)
+    x, W, dout = rng.standard_normal((1, 2)), rng.standard_normal((2, 3)), rng.standard_normal((1, 3))
     try:
-        dense_backward(np.zeros((1, 2)), np.zeros((2, 3)), np.zeros((1, 3)))
+        result = dense_backward(x, W, dout)
     except NotImplementedError:
         print(f"not attempted yet: write {dense_backward.__name__} in the cell above, then rerun "
               f"this cell")
         return
+    except Exception as error:    # a shape mismatch in a product, most often
+        raise AssertionError(
+            f"{dense_backward.__name__}(x (1, 2), W (2, 3), dout (1, 3)) raised "
+            f"{type(error).__name__}: {error}. Write each gradient's shape under it first: dx "
+            f"like x (N, D_in), dW like W (D_in, D_out), db like b (D_out,)") from error
+    if not (isinstance(result, (tuple, list)) and len(result) == 3):
+        raise AssertionError(
+            f"{dense_backward.__name__} returned {type(result).__name__}"
+            f"{'' if not isinstance(result, (tuple, list)) else f' of {len(result)} values'}: "
+            f"expected three arrays, return dx, dW, db")
     worst = 0.0
     for n, d_in, d_out in [(4, 5, 3), (1, 7, 2), (3, 2, 6)]:
         layer = _DenseWith(dense_backward, d_in, d_out, rng=rng, dtype=np.float64)
@@ -142,7 +155,14 @@ def check_output_shapes(answers):
         assert name in answers, f"question {name!r}: no answer given"
         n, h, w, c = shape
         truth = (n, *Conv2D(c, filters, k, stride=stride, padding=padding).output_shape(h, w))
-        given = tuple(int(v) for v in answers[name])
+        given = tuple(answers[name])
+        assert len(given) == 4, (
+            f"question {name!r}: {given} has {len(given)} numbers; expected four, "
+            f"(N, Ho, Wo, C_out)")
+        assert all(float(v) == int(v) for v in given), (
+            f"question {name!r}: {given} is not made of whole numbers. A size is a count of "
+            f"windows: round it (which way? count the windows that fit)")
+        given = tuple(int(v) for v in given)
         assert given == truth, (
             f"question {name!r} (input {shape}, {filters} filters {k}x{k}, stride {stride}, "
             f"padding={padding!r}): {given} is not the output shape. Padding 'same' gives "

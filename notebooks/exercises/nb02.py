@@ -48,7 +48,14 @@ def check_train_step(train_step):
                   f"this cell")
             return
         expected = _reference_step(ref, opt_ref, xb, yb)
-        assert loss is not None and np.isclose(float(loss), expected, rtol=1e-10), (
+        try:
+            loss = float(loss)
+        except (TypeError, ValueError):
+            raise AssertionError(
+                f"step {step + 1}: train_step returned {type(loss).__name__} {loss!r:.60}, "
+                f"expected one number, the batch's loss (softmax_cross_entropy returns "
+                f"(loss, dlogits): return the first)") from None
+        assert np.isclose(loss, expected, rtol=1e-10), (
             f"step {step + 1}: train_step returned loss {loss}, expected {expected:.6f} "
             f"(the mean cross-entropy of this batch before the update)")
         moved = any(not np.array_equal(v, before[f"{i}{k}"]) for i, layer in enumerate(mine.layers)
@@ -61,7 +68,10 @@ def check_train_step(train_step):
                 assert diff < 1e-12, (
                     f"step {step + 1}: {name} {k} differs from a reference step by up to "
                     f"{diff:.1e}: forward, loss, backward, then one optimizer.step over "
-                    f"model.ran_layers()")
+                    f"model.ran_layers()" + (
+                        ". Step 1 matched, so look at what carries over between steps: use the "
+                        "optimizer passed in, whose running average of g^2 RMSprop keeps"
+                        if step > 0 else ""))
     print("passed: three steps of train_step match the reference loop (losses and every weight)")
 
 
@@ -84,13 +94,17 @@ def check_cost(answers):
         "dense_params": dense.params["W"].size + dense.params["b"].size,
     }
     hints = {
-        "conv2_params": "a 3x3 kernel per (input map, output map) pair, and one bias per output map",
-        "conv2_multiply_adds": "each of the H*W*C_out outputs is a dot product of 3*3*C_in terms",
+        "conv2_params": "a 3x3 kernel per (input map, output map) pair, and one bias per output map; "
+                        "with widths (8, 16, 32) conv2 maps 8 maps to 16",
+        "conv2_multiply_adds": "each of the H*W*C_out outputs is a dot product of 3*3*C_in terms; "
+                               "conv2 maps 8 maps to 16, on 28x28",
         "dense_params": "every input (H*W*C of the last conv layer) meets every class, plus a bias per class",
     }
     for key, value in truth.items():
         assert key in answers, f"{key}: no answer given"
-        assert int(answers[key]) == value, f"{key}: {answers[key]} is not right ({hints[key]})"
+        given = answers[key]
+        assert float(given) == int(given), f"{key}: {given} is not a whole number (it is a count)"
+        assert int(given) == value, f"{key}: {given} is not right ({hints[key]})"
     print("passed: conv2's parameters and multiply-adds and the dense layer's parameters are right")
 
 
@@ -105,5 +119,6 @@ def check_initial_loss(answer, num_classes=100):
     truth = math.log(num_classes)
     assert abs(float(answer) - truth) < 0.01, (
         f"{answer} is not it: with near-zero logits softmax gives every class about the same "
-        f"probability; what is -log of that probability?")
+        f"probability; what is -log of that probability? (log is the natural logarithm, "
+        f"np.log, as in the ln 10 = 2.303 of the ten digits)")
     print(f"passed: about ln {num_classes} = {truth:.3f}")
