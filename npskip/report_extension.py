@@ -87,7 +87,8 @@ def markdown(results):
         f"{100 * sel['confidence']:.0f}% upper bound of its accuracy loss against CNN1 is within "
         f"{100 * sel['tolerance']:.1f} points, and the accepted one with the fewest "
         f"multiply-adds is taken if its routed path, timed on the validation images, takes at "
-        f"most {sel['wall_limit']} of CNN1's time; otherwise CNN1 itself is used. Seed by seed:",
+        f"most {sel['wall_limit']} of CNN1's time (and needs fewer multiply-adds than CNN1); "
+        f"otherwise CNN1 itself is used. Seed by seed:",
         "",
         "| seed | choice | validation: routed - CNN1, points (paired, 95% bounds) | "
         "bound on the loss | test accuracy (CNN1's) | test: routed - CNN1 | multiply-adds | "

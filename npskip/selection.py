@@ -15,8 +15,10 @@ validation split alone, and it has to hold on the test set. The rule:
 3. **Guard on measured cost.** Among the accepted thresholds, take the one with the
    fewest multiply-adds whose routed path (pooling, router, CNN3 sorted by route),
    timed on the validation images, takes at most ``wall_limit`` (0.9) of CNN1's
-   time. If none does, say so and fall back to CNN1 itself: every image on the
-   full network, no router. The rule never picks a path slower than CNN1.
+   time, and which needs fewer multiply-adds than CNN1 (a path that does more work
+   than CNN1 is not cheaper, whatever one noisy timing says). If none does, say so
+   and fall back to CNN1 itself: every image on the full network, no router. The
+   rule never picks a path slower than CNN1.
 
 Reproducibility: everything but the wall-clock is a deterministic function of the
 stage files (the networks' outputs on the validation images), and the threshold
@@ -50,12 +52,13 @@ def choose_operating_point(thresholds, routed_right, cnn1_right, flops_fraction,
         validation images (pooling and router included).
     tolerance: the accuracy loss allowed, as a fraction (0.002 = 0.2 points).
     confidence: one-sided level of the loss's upper bound.
-    wall_limit: the largest wall-clock fraction the guard lets through.
+    wall_limit: the largest wall-clock fraction the guard lets through (and only
+        below 1.0 of CNN1's multiply-adds).
 
     Returns {"index": i or None (None: CNN1), "threshold": t or None, "decision": text,
     "evidence": one record per threshold: the paired difference (routed minus CNN1,
     with "loss_upper" = -low), multiply-adds, wall-clock, "accepted" (the accuracy
-    evidence holds) and "cheaper" (under the wall limit)}.
+    evidence holds) and "cheaper" (under the wall limit and CNN1's multiply-adds)}.
     """
     routed_right = np.asarray(routed_right)
     cnn1_right = np.asarray(cnn1_right)
@@ -78,7 +81,8 @@ def choose_operating_point(thresholds, routed_right, cnn1_right, flops_fraction,
                          "flops_fraction": float(flops_fraction[i]),
                          "wall_fraction": float(wall_fraction[i]),
                          "accepted": bool(diff["loss_upper"] <= tolerance),
-                         "cheaper": bool(wall_fraction[i] <= wall_limit)})
+                         "cheaper": bool(wall_fraction[i] <= wall_limit
+                                         and flops_fraction[i] < 1)})
     accepted = [i for i, e in enumerate(evidence) if e["accepted"]]
     both = [i for i in accepted if evidence[i]["cheaper"]]
     if both:
@@ -100,5 +104,5 @@ def choose_operating_point(thresholds, routed_right, cnn1_right, flops_fraction,
     else:
         decision = (f"thresholds within the tolerance (t = "
                     f"{', '.join(f'{thresholds[i]:.4g}' for i in accepted)}) all take more than "
-                    f"{wall_limit} of CNN1's wall-clock: CNN1 is used")
+                    f"{wall_limit} of CNN1's wall-clock or as many multiply-adds: CNN1 is used")
     return {"index": None, "threshold": None, "decision": decision, "evidence": evidence}

@@ -165,6 +165,21 @@ def test_reproduce_resumes_only_the_missing_stage(quick_run):
     assert (out / "seed0" / "controls.json").exists()
 
 
+def test_rerunning_the_curve_stage_gives_the_same_choice(quick_run):
+    # the rule's evidence is computed, not timed, and wall-clock only vetoes with a
+    # margin: the same files give the same threshold (or the same fallback)
+    cmd, out, _ = quick_run
+    path = out / "seed0" / "curve_behaviour_small.json"
+    before = json.loads(path.read_text())
+    path.unlink()
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    after = json.loads(path.read_text())
+    assert after["selection"]["threshold"] == before["selection"]["threshold"]
+    for key in ("routed_minus_cnn1_mean", "loss_upper", "accepted"):
+        assert after["selection"]["evidence"][key] == before["selection"]["evidence"][key]
+
+
 def test_reproduce_runs_on_cifar100_format_fixtures(tmp_path):
     # CIFAR-100 cannot be downloaded here: the same command runs on small files
     # in its official binary layout (3074-byte records, R, G, B planes).

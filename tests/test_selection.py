@@ -101,7 +101,8 @@ def test_the_bound_is_what_decides_not_the_point_estimate():
     t, right, cnn1, flops, wall = synthetic(losses=(0.001, 0.001, 0.0), disagree=0.02)
     _, right2, _, _, _ = synthetic(losses=(0.001, 0.001, 0.0), disagree=0.002)
     mixed = np.array([right[0], right[1], right2[2]])
-    out = choose_operating_point(t, mixed, cnn1, flops, np.full(3, 0.5), tolerance=0.002)
+    out = choose_operating_point(t, mixed, cnn1, [0.2, 0.4, 0.6], np.full(3, 0.5),
+                                 tolerance=0.002)
     est = [-e["paired_difference"]["mean"] for e in out["evidence"]]
     assert max(est) <= 0.002 and out["index"] == 2
 
@@ -116,6 +117,12 @@ def test_the_rule_falls_back_to_cnn1_when_no_accepted_point_is_cheaper():
     # a point just under CNN1's time but above the guard's margin is not taken either
     out = choose_operating_point(t, right, cnn1, flops, np.full(len(t), 0.95))
     assert out["index"] is None
+    # nor the full route with the router on top (more multiply-adds than CNN1), even
+    # when a noisy timing makes it look fast
+    fast = np.full(len(t), 0.5)
+    fast[:-1] = 0.95
+    out = choose_operating_point(t, right, cnn1, flops, fast)
+    assert out["evidence"][-1]["accepted"] and out["index"] is None
     # and when nothing is within the tolerance, it says that instead
     t, right, cnn1, flops, wall = synthetic(losses=(0.05, 0.02, 0.01))
     out = choose_operating_point(t, right, cnn1, flops, wall)
