@@ -13,8 +13,10 @@ and test (10,000) are the full splits, so the differences have a chance of showi
 Printed and written to ``<out>/summary.json``, per seed and way: CNN3-any's accuracy
 on each route, and its full route against CNN1 image by image (the paired
 difference, its standard error and the discordant counts), on validation and test.
-With ``--curve`` the curve stage runs too, and the operating point it chooses is
-listed with its test figures (its wall-clock means little on a busy machine).
+Then the selection rule (npskip.selection) on validation, with multiply-adds standing
+in for its wall-clock guard, and what its choice does on the test set; with
+``--curve`` the curve stage runs instead, timing included (a busy machine's timings
+say little).
 """
 
 import argparse
@@ -30,7 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from npskip import extension  # noqa: E402
 from npskip.data import as_float32, load  # noqa: E402
+from npskip.losses import softmax  # noqa: E402
 from npskip.pipeline import Config, SeedRun  # noqa: E402
+from npskip.routing import threshold_routes  # noqa: E402
+from npskip.selection import choose_operating_point  # noqa: E402
 from npskip.stats import paired_difference  # noqa: E402
 from npskip.train import predict  # noqa: E402
 
@@ -48,6 +53,33 @@ def seed_data(dataset, seed, limit, data_dir, mirror):
     x_tr, y_tr, x_val, y_val = ds.validation_split(0.1, seed=seed)
     return (as_float32(x_tr[:limit]), y_tr[:limit], as_float32(x_val), y_val,
             as_float32(ds.x_test), ds.y_test, ds.input_shape, ds.num_classes)
+
+
+def rule_without_timing(run, right1):
+    """npskip.selection's rule on this run, with multiply-adds standing in for the
+    wall-clock (a busy machine's timings say little): what its accuracy evidence
+    accepts on validation, and what the chosen point then does on the test set."""
+    cfg, b = run.config, extension.behaviour(run)
+    cnn3, router = run.model("cnn3_any"), run.model(f"router_{extension.suffix(cfg)}")
+    full = run.model("cnn1").flops()["total"]
+    r_flops = extension.router_flops(cfg, router, run.input_shape)
+    out = {}
+    for split, x, y in (("val", run.x_val, run.y_val), ("test", run.x_te, run.y_te)):
+        p = softmax(predict(router, extension.router_input(cfg, x)))
+        routes = [threshold_routes(p, t) for t in extension.THRESHOLDS]
+        out[split] = (np.array([b[f"right_{split}"][r, np.arange(len(y))] for r in routes]),
+                      np.array([(cnn3.flops_per_image(r).mean() + r_flops) / full
+                                for r in routes]))
+    (val_right, val_flops), (test_right, test_flops) = out["val"], out["test"]
+    choice = choose_operating_point(extension.THRESHOLDS, val_right, right1["val"], val_flops,
+                                    val_flops, cfg.operating_tolerance, cfg.operating_confidence)
+    i = choice["index"]
+    right = right1["test"] if i is None else test_right[i]
+    return {"threshold": choice["threshold"], "decision": choice["decision"],
+            "val_evidence": None if i is None else choice["evidence"][i]["paired_difference"],
+            "test_minus_cnn1": paired_difference(right, right1["test"]),
+            "flops_fraction": 1.0 if i is None else float(test_flops[i]),
+            "accepted": [e["threshold"] for e in choice["evidence"] if e["accepted"]]}
 
 
 def link(src, dst):
@@ -102,8 +134,16 @@ def main(argv=None):
             if args.curve:
                 cv = extension.run_curve(run)
                 row["operating_point"] = cv["operating_point"]
+            else:
+                row["rule_without_timing"] = rule_without_timing(run, right1)
             summary["runs"][f"{seed}/{way}"] = row
             d = row["full_minus_cnn1_val"], row["full_minus_cnn1_test"]
+            r = row.get("rule_without_timing")
+            if r is not None:
+                log(f"seed {seed} {way:>18s}: rule (multiply-adds for wall-clock) -> "
+                    f"t = {r['threshold']}, test - CNN1 {100 * r['test_minus_cnn1']['mean']:+.2f} "
+                    f"points at {r['flops_fraction']:.3f} of the multiply-adds; accepted t: "
+                    f"{r['accepted']}")
             log(f"seed {seed} {way:>18s}: routes {' / '.join(f'{100 * a:.2f}' for a in row['route_test_accuracy'])}"
                 f" (test); full - CNN1: val {100 * d[0]['mean']:+.2f} ± {100 * d[0]['se']:.2f}, "
                 f"test {100 * d[1]['mean']:+.2f} ± {100 * d[1]['se']:.2f} points "

@@ -35,6 +35,16 @@ def parse_widths(text):
     return widths
 
 
+def unit_interval(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, received {text!r}")
+    return value
+
+
 def add_common(p):
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     p.add_argument("--epochs", type=int, default=20)
@@ -58,7 +68,9 @@ def make_config(args, seeds):
                   limit=args.limit, seeds=list(seeds),
                   labels=getattr(args, "labels", "behaviour"),
                   router=getattr(args, "router", "none"),
-                  label_confidence=getattr(args, "label_confidence", 0.9))
+                  label_confidence=getattr(args, "label_confidence", 0.9),
+                  **{k: getattr(args, k) for k in ("any_init", "any_distill_weight")
+                     if hasattr(args, k)})
 
 
 def log(message):
@@ -135,6 +147,12 @@ def main(argv=None):
     p.add_argument("--label-confidence", type=float, default=0.9,
                    help="behaviour labels: the cheapest route giving the true class at least "
                         "this probability (default 0.9)")
+    p.add_argument("--any-init", choices=("fresh", "cnn1"), default=Config.any_init,
+                   help="beyond the paper: CNN3-any starts from fresh weights or from CNN1's "
+                        f"(default {Config.any_init})")
+    p.add_argument("--any-distill-weight", type=unit_interval, default=Config.any_distill_weight,
+                   help="beyond the paper: weight of distillation from CNN1 in CNN3-any's loss, "
+                        f"0 to 1 (default {Config.any_distill_weight:g}: plain cross-entropy)")
     p.add_argument("--quick", action="store_true",
                    help=f"first {QUICK['limit']} training images, {QUICK['epochs']} epochs")
     p.add_argument("--out", default=None, help="run folder (default runs/reproduce-<dataset>)")
