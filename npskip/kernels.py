@@ -358,17 +358,20 @@ def conv2d_backward_naive(x, W, b, dout, stride=1, padding="same", activation=No
         z    = cols @ W_mat + b             (P, C_out)   W_mat = W.reshape(K, C_out)
         out  = max(z, 0) if activation == "relu" else z
 
-    Backward, one step per line of the forward, last line first (dout is dL/dout):
+    Backward, one step per line of the forward, last line first (dout is dL/dout,
+    (N, Ho, Wo, C_out), read as P rows of C_out):
 
         g      = dout * [z > 0]  (ReLU),  else dout     (P, C_out)   max(z, 0) has slope 1 or 0
         db     = g summed over the P rows               (C_out,)     b is added to every row
-        dW_mat = cols.T @ g                             (K, C_out)
+        dW_mat = cols.T @ g                             (K, C_out)   reshaped to W's shape: dW
         dcols  = g @ W_mat.T                            (P, K)
         dx     = col2im(dcols)                          (N, H, W, C_in)
 
-    The two products come from z[p, c] = sum_k cols[p, k] * W_mat[k, c]:
-    dL/dW_mat[k, c] = sum_p cols[p, k] * g[p, c] and dL/dcols[p, k] =
-    sum_c g[p, c] * W_mat[k, c].
+    The two products come from z[p, c] = sum_k cols[p, k] * W_mat[k, c] and the
+    chain rule, dL/dv = sum over every z[p, c] of g[p, c] * dz[p, c]/dv:
+    W_mat[k, c] enters only column c of z, with dz[p, c]/dW_mat[k, c] = cols[p, k],
+    so dL/dW_mat[k, c] = sum_p cols[p, k] * g[p, c]; cols[p, k] enters only row p,
+    with dz[p, c]/dcols[p, k] = W_mat[k, c], so dL/dcols[p, k] = sum_c g[p, c] * W_mat[k, c].
 
     im2col copies a pixel into every row whose window covers it, so the pixel's
     gradient is the sum of the entries of dcols it was copied to: that sum is
@@ -400,18 +403,24 @@ def conv2d_backward_naive(x, W, b, dout, stride=1, padding="same", activation=No
 def routed_dense_naive(feats, W, b, dlogits):
     """Reference for SkipCNN's dense layer on a route that ends at a narrower layer.
 
-    The route's features have c channels; the dense layer expects C_max. The
-    definition pads the missing channels with zeros (ResNet's "option A") and
-    multiplies; this twin builds that padding, which SkipCNN never does (it
-    uses only the rows of W that the c real channels meet). The two agree
-    because a zero input contributes nothing to the logits, and its weights'
-    gradient, x.T @ dlogits, is zero on its rows:
+    The m samples of one route reach the dense layer with c channels; the dense
+    layer expects C_max. The definition pads the missing channels with zeros
+    (ResNet's "option A") and multiplies; this twin builds that padding, which
+    SkipCNN never does (it uses only the rows of W that the c real channels
+    meet: W viewed as (H*W, C_max, classes), the slice [:, :c]). The two agree
+    because a zero input contributes nothing to the logits, and the weights it
+    meets get gradient dW[i, :] = sum_n padded[n, i] * dlogits[n, :] = 0:
 
         padded  = feats zero-padded to C_max channels, flattened   (m, H*W*C_max)
         logits  = padded @ W + b                                   (m, classes)
         dW      = padded.T @ dlogits   (rows of padding channels: exactly 0)
-        db      = dlogits summed over the m rows
-        dfeats  = (dlogits @ W.T) reshaped, padding channels dropped (not an input)
+        db      = dlogits summed over the m rows                   (classes,)
+        dfeats  = (dlogits @ W.T) reshaped to (m, H, W, C_max),
+                  padding channels dropped (not an input)          (m, H, W, c)
+
+    These are Dense's three lines (dW = x.T @ dout, db = sum of dout, dx =
+    dout @ W.T) with x = padded. Over a batch with several routes, SkipCNN adds
+    each route's dW and db into the one dense layer's gradients.
 
     feats: (m, H, W, c) with c <= C_max; W: (H*W*C_max, classes); b: (classes,);
     dlogits: (m, classes).

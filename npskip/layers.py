@@ -66,9 +66,9 @@ class Conv2D(Layer):
         padding="valid": Ho = floor((H - kh) / stride) + 1     (likewise Wo)
 
     With cols = im2col(x) (one row per output pixel, kh*kw*C_in columns) and
-    W_mat = W reshaped to (kh*kw*C_in, C_out):
-        out = cols @ W_mat + b                 (then out = max(out, 0) with ReLU)
-        g = dout                               (with ReLU: dout where out > 0, else 0)
+    W_mat = W reshaped to (kh*kw*C_in, C_out), P = N*Ho*Wo:
+        out = cols @ W_mat + b                 (P, C_out; then out = max(out, 0) with ReLU)
+        g = dout                               (P, C_out; with ReLU: dout where out > 0, else 0)
         dW_mat = cols.T @ g,   db = sum of g over pixels,
         dcols = g @ W_mat.T,   dx = col2im(dcols).
     Read ``npskip.kernels.conv2d_naive`` and ``conv2d_backward_naive`` first:
@@ -214,6 +214,13 @@ class Dense(Layer):
 
     params["W"]: (in_features, out_features), Glorot-uniform; params["b"]: (out_features,), zeros.
     forward: x (N, in_features) -> (N, out_features).
+
+    backward (the convolution's lines with cols = x): out[n, j] = sum_i x[n, i] W[i, j]
+    + b[j], so by the chain rule dW[i, j] = sum_n x[n, i] dout[n, j], i.e. dW = x.T @ dout
+    (in_features, out_features); db = dout summed over the N rows (out_features,); and
+    dx[n, i] = sum_j dout[n, j] W[i, j], i.e. dx = dout @ W.T (N, in_features).
+    SkipCNN's dense layer is this one; a route that ends at a narrower layer uses only
+    some of its rows (``kernels.routed_dense_naive`` spells out which, and why).
     """
 
     def __init__(self, in_features, out_features, rng=0, dtype=np.float32):
