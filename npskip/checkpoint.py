@@ -69,12 +69,38 @@ def atomic_write(path, write):
     return path
 
 
+def _json_entry(arrays, key, path):
+    try:
+        return json.loads(arrays[key].tobytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: {key} is not valid JSON ({e})") from None
+
+
+def _positive_ints(value, count=None):
+    return (isinstance(value, list) and (count is None or len(value) == count) and len(value) > 0
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+
+
+def expected_shapes(config):
+    """{"conv1.W": shape, ...} of the model an architecture dict describes, without building
+    it: a checkpoint is checked against these before any weights are allocated."""
+    h, w, c = config["input_shape"]
+    widths, classes = config["widths"], config["num_classes"]
+    shapes = {}
+    for k, (cin, cout) in enumerate(zip([c] + widths[:-1], widths)):
+        shapes[f"conv{k + 1}.W"], shapes[f"conv{k + 1}.b"] = (3, 3, cin, cout), (cout,)
+    shapes["dense.W"], shapes["dense.b"] = (h * w * max(widths), classes), (classes,)
+    return shapes
+
+
 def load(path, with_optimizer=False):
     """Rebuild a SkipCNN from ``path``.
 
     Returns the model, or (model, optimizer or None, extra or None) when
-    ``with_optimizer`` is True. Raises CheckpointError for a missing, truncated
-    or inconsistent file, naming the file and what is wrong.
+    ``with_optimizer`` is True. Every entry is checked against the architecture
+    before the model is built (a file cannot make npskip allocate more than the
+    weights it holds); anything missing, truncated or inconsistent raises
+    CheckpointError, naming the file and what is wrong.
     """
     path = Path(path)
     try:
@@ -86,28 +112,48 @@ def load(path, with_optimizer=False):
         raise CheckpointError(f"{path}: truncated or not an npskip checkpoint ({e})") from None
     if "architecture.json" not in arrays:
         raise CheckpointError(f"{path}: no architecture.json entry; not an npskip checkpoint")
-    try:
-        config = json.loads(arrays["architecture.json"].tobytes())
-        model = SkipCNN(config["input_shape"], config["num_classes"], config["widths"],
-                        seed=config.get("seed", 0), dtype=config.get("dtype", "float32"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable architecture ({e})") from None
+    config = _json_entry(arrays, "architecture.json", path)
+    if not (isinstance(config, dict) and _positive_ints(config.get("input_shape"), 3)
+            and _positive_ints([config.get("num_classes")]) and _positive_ints(config.get("widths"))
+            and config.get("dtype", "float32") in ("float32", "float64")):
+        raise CheckpointError(f"{path}: unreadable architecture {config!r}: expected input_shape "
+                              f"(3 positive ints), num_classes, widths (positive ints), dtype "
+                              f"float32 or float64")
+    dtype = np.dtype(config.get("dtype", "float32"))
+    shapes = expected_shapes(config)
+    for key, shape in shapes.items():
+        if key not in arrays:
+            raise CheckpointError(f"{path}: missing {key}")
+        got = arrays[key]
+        if got.shape != shape or got.dtype != dtype:
+            raise CheckpointError(f"{path}: {key} is {got.dtype} {got.shape}, but the "
+                                  f"architecture needs {dtype} {shape}")
+        state = arrays.get(f"rmsprop.{key}")
+        if state is not None and (state.shape != shape or state.dtype != dtype):
+            raise CheckpointError(f"{path}: rmsprop.{key} is {state.dtype} {state.shape}, but "
+                                  f"{key} is {dtype} {shape}")
+    extra = _json_entry(arrays, "extra.json", path) if "extra.json" in arrays else None
+    if extra is not None and not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: extra.json holds {type(extra).__name__}, expected an "
+                              f"object")
     optimizer = None
     if with_optimizer and "rmsprop.json" in arrays:
-        optimizer = RMSprop(**json.loads(arrays["rmsprop.json"].tobytes()))
+        settings = _json_entry(arrays, "rmsprop.json", path)
+        try:
+            optimizer = RMSprop(**settings)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: unusable rmsprop.json {settings!r} ({e})") from None
+    try:
+        model = SkipCNN(config["input_shape"], config["num_classes"], config["widths"],
+                        seed=config.get("seed", 0), dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable architecture ({e})") from None
     for lname, layer in _named_layers(model).items():
         for pname, value in layer.params.items():
             key = f"{lname}.{pname}"
-            if key not in arrays:
-                raise CheckpointError(f"{path}: missing {key}")
-            got = arrays[key]
-            if got.shape != value.shape or got.dtype != value.dtype:
-                raise CheckpointError(f"{path}: {key} is {got.dtype} {got.shape}, but the "
-                                      f"architecture needs {value.dtype} {value.shape}")
-            value[...] = got
+            value[...] = arrays[key]
             if optimizer is not None and f"rmsprop.{key}" in arrays:
                 optimizer.state[id(value)] = arrays[f"rmsprop.{key}"].copy()
     if not with_optimizer:
         return model
-    extra = json.loads(arrays["extra.json"].tobytes()) if "extra.json" in arrays else None
     return model, optimizer, extra

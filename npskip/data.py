@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import DataError, default_data_dir, fetch_file, mirror_base, safe_extract
+from .download import (DataError, WriteError, default_data_dir, fetch_file, mirror_base,
+                       safe_extract)
 
 MNIST_URLS = [
     "https://yann.lecun.com/exdb/mnist/",                  # the original; often answers 403
@@ -87,13 +88,15 @@ def fetch(name, data_dir=None, mirror=None):
     """
     _check_name(name)
     spec = DATASETS[name]
-    dest = Path(data_dir or default_data_dir()) / name
+    dest = Path(data_dir or default_data_dir()).expanduser() / name
     mirror = mirror or os.environ.get("NPSKIP_MIRROR")
     urls = [mirror_base(mirror) + name + "/"] if mirror else spec["urls"]
     results = []
     for fname, fspec in spec["files"].items():
         try:
             results.append(fetch_file(fname, fspec, urls, dest))
+        except WriteError:
+            raise                       # a local folder problem: a mirror would not help
         except DataError as e:
             raise DataError(
                 f"{e}\nIf this machine is offline or these sites are down, use a mirror: "
@@ -229,7 +232,7 @@ def load(name, data_dir=None, label="fine", download=True, mirror=None):
     _check_name(name)
     if label not in ("fine", "coarse"):
         raise ValueError(f"label: expected 'fine' or 'coarse', received {label!r}")
-    dest = Path(data_dir or default_data_dir()) / name
+    dest = Path(data_dir or default_data_dir()).expanduser() / name
     needed = ([dest / m for m in CIFAR_MEMBERS] if name == "cifar100"
               else [dest / f for f in IDX_FILES])
     if not all(p.exists() for p in needed):

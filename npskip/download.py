@@ -3,7 +3,10 @@
 A file is streamed to ``<name>.part`` beside its final place, checked, and only
 then renamed to its final name, so an interrupted or corrupt download never
 sits under the name the loaders read. A ``.part`` left by an interrupted
-download is resumed with an HTTP Range request where the server allows it.
+download (or a full disk) is resumed: with an HTTP Range request where the
+server allows it, from the same offset of a file:// mirror. A folder that
+cannot be written, or a full disk, is reported as that (WriteError), not as a
+failed download.
 
 Checks: for gzip-compressed IDX files, the SHA-256 of the *decompressed*
 content (mirrors re-compress, so the ``.gz`` bytes may differ while the data
@@ -12,6 +15,7 @@ is the same); for archives, MD5 and size, as their sites publish them.
 Nothing here unpickles anything.
 """
 
+import errno
 import gzip
 import hashlib
 import os
@@ -32,6 +36,29 @@ class DataError(Exception):
     """A data file could not be fetched, verified, unpacked or parsed."""
 
 
+class WriteError(DataError):
+    """The data folder cannot be written (read-only, not a folder, or its disk is full)."""
+
+
+def write_error(path, e):
+    """A WriteError for OSError ``e`` raised while writing ``path``, saying what to do."""
+    if e.errno == errno.ENOSPC:
+        what = ("the disk is full; free some space and rerun (the download resumes where it "
+                "stopped)")
+    else:
+        what = f"{e.strerror or e}; choose a folder you can write with --dest (or $NPSKIP_DATA)"
+    return WriteError(f"cannot write {path}: {what}")
+
+
+def file_url_path(url):
+    """The local path of a file:// URL: file:///abs, file://localhost/abs -> /abs."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"{url}: a file:// URL names a folder on this machine, "
+                         f"e.g. file:///data/mirror")
+    return Path(urllib.request.url2pathname(parsed.path))
+
+
 def default_data_dir():
     """$NPSKIP_DATA, else $XDG_CACHE_HOME/npskip, else ~/.cache/npskip."""
     if os.environ.get("NPSKIP_DATA"):
@@ -44,12 +71,17 @@ def mirror_base(mirror):
     """Normalise a mirror given as a URL or a plain folder path to a base URL ending in '/'.
 
     'file://relative/dir' and 'relative/dir' are both taken relative to the
-    current folder, since that is what a user typing them means.
+    current folder, since that is what a user typing them means;
+    'file://localhost/abs' is the absolute folder /abs, as RFC 8089 says.
     """
     if "://" not in mirror:
         mirror = Path(mirror).expanduser().resolve().as_uri()
-    elif mirror.startswith("file://") and not mirror.startswith("file:///"):
-        mirror = Path(mirror[len("file://"):]).expanduser().resolve().as_uri()
+    elif mirror.startswith("file://"):
+        host = urllib.parse.urlparse(mirror).netloc
+        if host in ("", "localhost"):
+            mirror = file_url_path(mirror).expanduser().resolve().as_uri()
+        else:
+            mirror = Path(mirror[len("file://"):]).expanduser().resolve().as_uri()
     return mirror.rstrip("/") + "/"
 
 
@@ -103,26 +135,53 @@ def verify(path, spec):
 # downloading
 # --------------------------------------------------------------------------
 
-def _stream(url, part):
-    """Download ``url`` into ``part``, resuming an existing partial file if the server allows."""
-    have = part.stat().st_size if part.exists() else 0
+def _open(url, have):
+    """Open ``url`` for reading from byte ``have`` where it can: (stream, resumed, total size).
+
+    file:// mirrors are read as local files (seeked); http(s) gets a Range request,
+    which a server may ignore (resumed is then False and the stream starts at 0)."""
+    if url.startswith("file:"):
+        path = file_url_path(url)
+        size = path.stat().st_size
+        src = open(path, "rb")
+        resumed = 0 < have <= size
+        src.seek(have if resumed else 0)
+        return src, resumed, size
     request = urllib.request.Request(url, headers={"User-Agent": "npskip"})
-    if have and url.startswith("http"):
+    if have:
         request.add_header("Range", f"bytes={have}-")
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        resumed = have and getattr(resp, "status", None) == 206
-        if not resumed:
-            have = 0
-        length = resp.headers.get("Content-Length")
-        total = have + int(length) if length else None
-        with open(part, "ab" if resumed else "wb") as out, \
-                tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                     desc=part.name[:-len(".part")], leave=False, disable=None) as bar:
-            for block in iter(lambda: resp.read(CHUNK), b""):
-                out.write(block)
+    resp = urllib.request.urlopen(request, timeout=60)
+    resumed = bool(have) and getattr(resp, "status", None) == 206
+    length = resp.headers.get("Content-Length")
+    return resp, resumed, ((have if resumed else 0) + int(length)) if length else None
+
+
+def _stream(url, part):
+    """Download ``url`` into ``part``, resuming an existing partial file where it can.
+
+    Reading errors propagate as they are (URLError, OSError); writing errors become
+    WriteError, so that a full disk is not mistaken for a site that is down."""
+    have = part.stat().st_size if part.exists() else 0
+    src, resumed, total = _open(url, have)
+    with src:
+        have = have if resumed else 0
+        try:
+            out = open(part, "ab" if resumed else "wb")
+        except OSError as e:
+            raise write_error(part, e) from None
+        with out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                       desc=part.name[:-len(".part")], leave=False, disable=None) as bar:
+            for block in iter(lambda: src.read(CHUNK), b""):
+                try:
+                    out.write(block)
+                except OSError as e:
+                    raise write_error(part, e) from None
                 bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as e:
+                raise write_error(part, e) from None
 
 
 def fetch_file(name, spec, urls, dest):
@@ -132,7 +191,10 @@ def fetch_file(name, spec, urls, dest):
     whether anything was downloaded. Raises DataError naming every URL tried
     and what went wrong with each.
     """
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(dest, e) from None
     final = dest / name
     if final.exists():
         problem = verify(final, spec)
@@ -140,22 +202,33 @@ def fetch_file(name, spec, urls, dest):
             return final, False
         # A file under the final name that fails its check came from outside
         # npskip (we never rename unverified files): move it aside, keep it.
-        final.rename(final.with_name(final.name + ".bad"))
+        try:
+            final.rename(final.with_name(final.name + ".bad"))
+        except OSError as e:
+            raise write_error(final, e) from None
     part = final.with_name(final.name + ".part")
     failures = []
     for base in urls:
         url = base + name
-        try:
-            _stream(url, part)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            failures.append(f"{url}: {getattr(e, 'reason', e)}")
-            continue
-        problem = verify(part, spec)
-        if problem is None:
-            os.replace(part, final)          # atomic on one filesystem
-            return final, True
-        part.unlink()
-        failures.append(f"{url}: downloaded, but {problem}")
+        for _ in range(2):
+            resuming = part.exists() and part.stat().st_size > 0
+            try:
+                _stream(url, part)
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                failures.append(f"{url}: {getattr(e, 'reason', e)}")
+                break
+            problem = verify(part, spec)
+            if problem is None:
+                try:
+                    os.replace(part, final)          # atomic on one filesystem
+                except OSError as e:
+                    raise write_error(final, e) from None
+                return final, True
+            part.unlink()
+            if not resuming:
+                failures.append(f"{url}: downloaded, but {problem}")
+                break
+            # the old .part was not the start of this file: once more, from scratch
     if part.exists() and part.stat().st_size == 0:
         part.unlink()
     raise DataError(f"could not fetch {name}:\n  " + "\n  ".join(failures))

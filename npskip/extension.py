@@ -42,7 +42,15 @@ def suffix(config):
     return f"{config.labels}_{config.router}"
 
 
+def uses_cnn1(config):
+    """Whether CNN3-any is built from CNN1 (its starting weights or its teacher)."""
+    return config.any_init == "cnn1" or config.any_distill_weight != 0
+
+
 def run_cnn3_any(run):
+    if uses_cnn1(run.config):
+        run.run_cnn1()
+
     def go():
         cfg = run.config
         depth = len(cfg.widths)
@@ -64,7 +72,8 @@ def run_cnn3_any(run):
         return {"route_test_accuracy": acc, "test_count": len(run.y_te),
                 "route_flops_fraction": [model.flops(r)["total"] / full for r in range(depth)],
                 "history": hist}
-    return run.stage("cnn3_any", go)
+    return run.stage("cnn3_any", go, inputs=["cnn1.npz"] if uses_cnn1(run.config) else [],
+                     outputs=["cnn3_any.npz"])
 
 
 def distillation(run):
@@ -79,6 +88,8 @@ def distillation(run):
 
 
 def run_behaviour(run):
+    run_cnn3_any(run)
+
     def go():
         model = run.model("cnn3_any")
         conf = run.config.label_confidence
@@ -95,11 +106,11 @@ def run_behaviour(run):
             summary[f"{name}_right_on_route"] = out[f"right_{name}"].mean(axis=1).tolist()
         save_arrays(run.folder / "behaviour.npz", **out)
         return summary
-    return run.stage("behaviour", go)
+    return run.stage("behaviour", go, inputs=["cnn3_any.npz"], outputs=["behaviour.npz"])
 
 
 def behaviour(run):
-    return np.load(run.folder / "behaviour.npz", allow_pickle=False)
+    return run.arrays("behaviour.npz")
 
 
 def pool_factor(config):
@@ -125,8 +136,18 @@ def router_flops(config, router, input_shape):
     return router.flops()["total"] + downsample_flops(input_shape, pool_factor(config))
 
 
+def router_inputs(run):
+    """Run the stage the router learns from; return its file."""
+    if run.config.labels == "behaviour":
+        run_behaviour(run)
+        return "behaviour.npz"
+    run.run_ranking()
+    return "ranking.npz"
+
+
 def run_router(run):
     name = f"router_{suffix(run.config)}"
+    source = router_inputs(run)
 
     def go():
         cfg = run.config
@@ -148,11 +169,14 @@ def run_router(run):
                 "majority_baseline": majority_baseline(r_tr, r_te),
                 "confusion_matrix": confusion_matrix(r_te, pred, depth).tolist(),
                 "flops_per_image": router_flops(cfg, model, run.input_shape), "history": hist}
-    return run.stage(name, go)
+    return run.stage(name, go, inputs=[source], outputs=[f"{name}.npz"])
 
 
 def run_curve(run):
     name = f"curve_{suffix(run.config)}"
+    run.run_cnn1()
+    run_behaviour(run)
+    run_router(run)
 
     def go():
         cfg = run.config
@@ -198,7 +222,7 @@ def run_curve(run):
         point = operating_point(curve, choice, np.array(test_right), cnn1_test_right)
         # The same choice with the true class's probability as the per-image score: a
         # finer view of the chosen point's validation evidence (reported, not decided on).
-        if "p_true_val" in b.files and choice["index"] is not None:
+        if "p_true_val" in b and choice["index"] is not None:
             r_val = threshold_routes(p_val, choice["threshold"])
             p1 = softmax(predict(cnn1, run.x_val))[np.arange(n_val), run.y_val]
             point["val_p_true_difference"] = paired_difference(
@@ -225,7 +249,8 @@ def run_curve(run):
             "wall_seconds_cnn1": t_cnn1, "wall_seconds_cnn1_val": t_cnn1_val,
             "timed_images": n, "timed_val_images": n_val, "timing_repeats": cfg.timing_repeats,
         }
-    return run.stage(name, go)
+    return run.stage(name, go, inputs=["cnn1.npz", "cnn3_any.npz", "behaviour.npz",
+                                       f"router_{suffix(run.config)}.npz"])
 
 
 def evidence_columns(evidence):

@@ -31,11 +31,20 @@ padding is never built: such a sample meets only the rows of the dense weights
 that its real channels would, and the zeros are never multiplied.
 """
 
+import threading
+
 import numpy as np
 
 from . import kernels
 from .checks import check_array
 from .layers import Conv2D, Dense
+
+
+# numba's parallel kernels (workqueue threading layer) abort the whole process when
+# two Python threads enter them at once, and one_blas_thread is process-wide: so
+# every forward and backward pass of every SkipCNN takes this lock, and passes from
+# several threads run one after another instead of crashing.
+_ONE_PASS_AT_A_TIME = threading.RLock()
 
 
 class SkipCNN:
@@ -116,7 +125,7 @@ class SkipCNN:
         BLAS is held at one thread throughout: numba's threads do the parallel work
         (see ``kernels.one_blas_thread``).
         """
-        with kernels.one_blas_thread:
+        with _ONE_PASS_AT_A_TIME, kernels.one_blas_thread:
             return self._forward(x, routes)
 
     def _forward(self, x, routes):
@@ -190,7 +199,7 @@ class SkipCNN:
         Returns dL/dx (N, H, W, C) if need_dx, else None (training never needs
         the gradient for the images, and conv1 then skips its col2im).
         """
-        with kernels.one_blas_thread:
+        with _ONE_PASS_AT_A_TIME, kernels.one_blas_thread:
             return self._backward(dlogits, need_dx)
 
     def _backward(self, dlogits, need_dx):
@@ -247,4 +256,7 @@ class SkipCNN:
     def flops_per_image(self, routes):
         """Total multiply-adds of each image on its route: routes (N,) -> (N,) float64."""
         totals = np.array([self.flops(r)["total"] for r in range(self.depth)], dtype=np.float64)
-        return totals[np.asarray(routes)]
+        routes = np.asarray(routes)
+        if routes.ndim != 1:
+            raise ValueError(f"routes: expected a 1-d integer array, received shape {routes.shape}")
+        return totals[self._check_routes(routes, len(routes))]   # -1 must not wrap to the last

@@ -13,19 +13,26 @@
     efficiency  multiply-adds and measured wall-clock of routed inference vs CNN1
 
 Each stage writes ``<stage>.json`` (and a checkpoint where it trains) into the
-seed's folder when it finishes; a rerun loads finished stages instead of
-redoing them, and an interrupted training resumes at its last epoch.
+seed's folder when it finishes, the checkpoint first; a rerun loads finished
+stages instead of redoing them, and an interrupted training resumes at its last
+epoch. The folder records the settings that made it and each stage the files it
+was built from (npskip.runfolder): a rerun with other settings is refused, and
+a stage whose inputs changed is redone, with everything built from it.
 """
 
 import json
+import math
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import checkpoint
-from .data import as_float32, load
+from .data import DATASETS, as_float32, load
+from .runfolder import FolderLock, RunFolderError, check_settings, data_identity, read_json, \
+    sha256_file
 from .model import SkipCNN
 from .ranking import rank
 from .stats import confusion_matrix, majority_baseline, stratified_split, wilson_interval
@@ -35,9 +42,59 @@ PAPER = {"cnn1_test_accuracy": 0.98, "cnn2_test_accuracy": 0.62,
          "cnn3_test_accuracy": "close to 1.00", "efficiency": "improved (not measured)"}
 
 
+class ConfigError(ValueError):
+    """A setting out of its range: names the setting, the value and what is allowed."""
+
+    def __init__(self, name, value, expected):
+        self.name, self.value, self.expected = name, value, expected
+        super().__init__(f"{name}: expected {expected}, received {value!r}")
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def check_int(name, value, low, high=None):
+    """``value`` as an int in low..high (high None: no upper bound), else ConfigError."""
+    if not _is_int(value) or value < low or (high is not None and value > high):
+        raise ConfigError(name, value, f"an integer >= {low}" if high is None
+                          else f"an integer in {low}..{high}")
+    return int(value)
+
+
+def check_fraction(name, value, high_closed=False):
+    """``value`` in (0, 1), or (0, 1] with high_closed; NaN is refused."""
+    ok = _is_real(value) and not math.isnan(value) and 0 < value and (
+        value <= 1 if high_closed else value < 1)
+    if not ok:
+        raise ConfigError(name, value, "a number in (0, 1]" if high_closed
+                          else "a number in (0, 1), both ends excluded")
+    return float(value)
+
+
+def check_widths(name, value, least):
+    """A tuple of at least ``least`` positive ints (maps per conv layer)."""
+    try:
+        widths = tuple(value)
+    except TypeError:
+        widths = None
+    if not widths or len(widths) < least or not all(_is_int(w) and w >= 1 for w in widths):
+        need = "at least two positive integers (one layer leaves nothing to skip)" \
+            if least == 2 else f"at least {least} positive integer(s)"
+        raise ConfigError(name, value, need)
+    return tuple(int(w) for w in widths)
+
+
 @dataclass
 class Config:
-    """Everything a run depends on; saved as config.json in the run folder."""
+    """Everything a run depends on; every field is checked when it is made (ConfigError).
+
+    The seed folder records all of them but ``seeds``, ``labels`` and ``router``
+    (which choose stages whose names carry them) in settings.json."""
     dataset: str = "mnist"
     epochs: int = 20
     batch_size: int = 128
@@ -66,10 +123,70 @@ class Config:
     any_distill_weight: float = 0.0
     any_temperature: float = 4.0
 
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ConfigError("dataset", self.dataset, f"one of {sorted(DATASETS)}")
+        self.epochs = check_int("epochs", self.epochs, 1)
+        self.batch_size = check_int("batch_size", self.batch_size, 1)
+        self.widths = check_widths("widths", self.widths, 2)
+        self.maps = check_int("maps", self.maps, 1)
+        if min(self.widths) < self.maps:        # ranking reads the first `maps` of every layer
+            raise ConfigError("widths", self.widths, f"at least {self.maps} maps in every layer, "
+                              f"as the ranking reads the first {self.maps} of each (maps, "
+                              f"--maps)")
+        if self.limit is not None:
+            self.limit = check_int("limit", self.limit, 1)
+        # the top images of a map are distinct training images
+        self.top = check_int("top", self.top, 1, self.limit)
+        self.val_fraction = check_fraction("val_fraction", self.val_fraction)
+        try:
+            seeds = list(self.seeds)
+        except TypeError:
+            seeds = [self.seeds]
+        self.seeds = [check_int("seeds", s, 0) for s in seeds]
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("seeds", seeds, "one or more distinct integers >= 0")
+        self.timing_repeats = check_int("timing_repeats", self.timing_repeats, 1)
+        if self.labels not in ("behaviour", "activation"):
+            raise ConfigError("labels", self.labels, "'behaviour' or 'activation'")
+        if self.router not in ("small", "full", "none"):
+            raise ConfigError("router", self.router, "'small', 'full' or 'none'")
+        self.router_widths = check_widths("router_widths", self.router_widths, 1)
+        self.label_confidence = check_fraction("label_confidence", self.label_confidence,
+                                               high_closed=True)
+        tol = self.operating_tolerance
+        if not _is_real(tol) or not 0 <= tol < 1:          # NaN fails both comparisons
+            raise ConfigError("operating_tolerance", tol, "a number in [0, 1)")
+        self.operating_confidence = check_fraction("operating_confidence",
+                                                   self.operating_confidence)
+        if self.any_init not in ("fresh", "cnn1"):
+            raise ConfigError("any_init", self.any_init, "'fresh' or 'cnn1'")
+        w = self.any_route_weights
+        if w is not None:
+            try:
+                ok = len(w) == len(self.widths) and all(_is_real(p) and p >= 0 for p in w) \
+                    and abs(sum(w) - 1) <= 1e-9
+            except TypeError:
+                ok = False
+            if not ok:
+                raise ConfigError("any_route_weights", w, f"None or {len(self.widths)} "
+                                  f"non-negative probabilities summing to 1")
+            self.any_route_weights = tuple(float(p) for p in w)
+        d = self.any_distill_weight
+        if not _is_real(d) or not 0 <= d <= 1:
+            raise ConfigError("any_distill_weight", d, "a number in [0, 1]")
+        t = self.any_temperature
+        if not _is_real(t) or not 0 < t < math.inf:
+            raise ConfigError("any_temperature", t, "a positive finite number")
+
 
 def write_json(path, obj):
-    """Write JSON atomically (temporary name, then rename)."""
-    text = json.dumps(obj, indent=2, default=_jsonable).encode()
+    """Write JSON atomically (temporary name, then rename). NaN and infinities are
+    refused (ValueError naming the file): they are not JSON."""
+    try:
+        text = json.dumps(obj, indent=2, default=_jsonable, allow_nan=False).encode()
+    except ValueError as e:
+        raise ValueError(f"{path}: refusing to write a NaN or infinity ({e})") from None
     checkpoint.atomic_write(path, lambda f: f.write(text))
 
 
@@ -94,34 +211,125 @@ def accuracy_record(correct, n):
             "ci95": wilson_interval(int(correct), int(n))}
 
 
-class SeedRun:
-    """One seed of the pipeline, in ``folder``; stages are methods, results are cached."""
+# Settings that do not go into a seed folder's record: which seeds run, and which
+# labelling and router the extension trains (their stage names carry them, so runs
+# with other choices sit side by side in one folder).
+NOT_RECORDED = ("seeds", "labels", "router")
 
-    def __init__(self, folder, config, seed, data, progress=True, log=print):
-        self.folder, self.config, self.seed = Path(folder), config, seed
-        self.folder.mkdir(parents=True, exist_ok=True)
+
+def folder_record(config, seed, data):
+    """What settings.json holds for one seed folder: settings and the data's identity."""
+    settings = {k: v for k, v in config_dict(config).items() if k not in NOT_RECORDED}
+    return {"settings": {**settings, "seed": seed},
+            "data": data_identity(config.dataset, data[:6])}
+
+
+class SeedRun:
+    """One seed of the pipeline, in ``folder``; stages are methods, results are cached.
+
+    data: what load_data returns. fresh: delete the folder's stage files first.
+    Raises RunFolderError if the folder was made with other settings or other
+    data (naming each difference), or is in use by another run.
+    """
+
+    def __init__(self, folder, config, seed, data, progress=True, log=print, fresh=False):
+        self.folder, self.config = Path(folder), config
+        self.seed = check_int("seed", seed, 0)
         self.progress, self.log = progress, log
         self.x_tr, self.y_tr, self.x_val, self.y_val, self.x_te, self.y_te, \
             self.input_shape, self.num_classes = data
+        if config.top > len(self.y_tr):
+            raise ConfigError("top", config.top, f"at most the {len(self.y_tr)} training images")
         self.results = {}
+        self._fingerprints = {}
+        # Held by a stage while it runs, and by the command around all of them.
+        self.lock = FolderLock(self.folder)
+        with self.lock:
+            check_settings(self.folder, folder_record(config, self.seed, data), fresh)
 
     # -- helpers ---------------------------------------------------------
-    def stage(self, name, fn):
-        path = self.folder / f"{name}.json"
-        if path.exists():
-            self.results[name] = json.loads(path.read_text())
-            self.log(f"[seed {self.seed}] {name}: done before, loaded {path.name}")
+    def fingerprint(self, name):
+        """SHA-256 of a file in the folder (remembered while its size and mtime hold)."""
+        path = self.folder / name
+        st = path.stat()
+        key = (st.st_size, st.st_mtime_ns)
+        if self._fingerprints.get(name, (None,))[0] != key:
+            self._fingerprints[name] = (key, sha256_file(path))
+        return self._fingerprints[name][1]
+
+    def stage(self, name, fn, inputs=(), outputs=()):
+        """Run stage ``name`` (fn() -> JSON-able dict) unless it is finished and current.
+
+        inputs: files of the folder the stage is built from (its upstream stages must
+        have run); outputs: files it writes besides ``<name>.json``. Finished and current
+        means: ``<name>.json`` exists and its ``made_from`` record matches the SHA-256
+        of every input and output now. Otherwise the stage is redone: its arrays are
+        computed again; a checkpoint is trained afresh if it was trained on other
+        inputs (train() checks), and is only evaluated again if it is finished and
+        merely differs from what the JSON describes (say, a CNN1 copied in).
+        """
+        if name in self.results:                 # checked or made earlier in this session
             return self.results[name]
-        self.log(f"[seed {self.seed}] {name}: running")
-        start = time.perf_counter()
-        result = fn()
-        result["stage_seconds"] = time.perf_counter() - start
-        write_json(path, result)
+        path = self.folder / f"{name}.json"
+        with self.lock:
+            made_from = {"inputs": {f: self.fingerprint(f) for f in inputs}}
+            if path.exists():
+                old = read_json(path, f"delete it and rerun to redo the {name} stage")
+                why = self._stale(path, old, made_from["inputs"], outputs)
+                if why is None:
+                    self.results[name] = old
+                    self.log(f"[seed {self.seed}] {name}: done before, loaded {path.name}")
+                    return old
+                self.log(f"[seed {self.seed}] {name}: redoing ({why})")
+                path.unlink()
+            else:
+                self.log(f"[seed {self.seed}] {name}: running")
+            start = time.perf_counter()
+            self._inputs = made_from["inputs"]     # what train() stamps its checkpoint with
+            result = fn()
+            result["stage_seconds"] = time.perf_counter() - start
+            made_from["outputs"] = {f: self.fingerprint(f) for f in outputs}
+            result["made_from"] = made_from
+            write_json(path, result)             # last: only once its outputs are in place
         self.results[name] = result
         return result
 
+    def _stale(self, path, old, inputs, outputs):
+        """Why a finished stage's record does not match the folder now, or None."""
+        made = old.get("made_from")
+        if not isinstance(made, dict) or not isinstance(made.get("inputs"), dict) \
+                or not isinstance(made.get("outputs"), dict):
+            raise RunFolderError(f"{path}: no made_from record, so not a finished stage of this "
+                                 f"npskip (written by an older version, or not by npskip); "
+                                 f"delete it and rerun to redo the stage, or start the folder "
+                                 f"afresh with --fresh")
+        for f, digest in inputs.items():
+            if made["inputs"].get(f) != digest:
+                return f"{f}, which it is built from, changed since"
+        for f in outputs:
+            if not (self.folder / f).exists():
+                return f"{f} is missing"
+            if made["outputs"].get(f) != self.fingerprint(f):
+                return f"{f} changed since {path.name} was written"
+        return None
+
     def model(self, name):
-        return checkpoint.load(self.folder / f"{name}.npz")
+        try:
+            return checkpoint.load(self.folder / f"{name}.npz")
+        except checkpoint.CheckpointError as e:
+            raise checkpoint.CheckpointError(f"{e}; delete {name}.npz and {name}.json and rerun "
+                                             f"to redo that stage") from None
+
+    def arrays(self, name):
+        """Every array of ``name`` (.npz in the folder) as a dict; RunFolderError if broken."""
+        path = self.folder / name
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise RunFolderError(f"{path}: missing, truncated or not npskip's ({e}); delete it "
+                                 f"and the .json of the same name and rerun to redo that "
+                                 f"stage") from None
 
     def new_model(self, classes, network):
         """Fresh weights for CNN ``network`` (1, 2, 3): CNN1 is seeded by the seed
@@ -132,11 +340,14 @@ class SeedRun:
     def train(self, name, model, x, y, routes=None, val=None, **fit_args):
         """Train with a checkpoint per epoch (resumable). Returns (model, history).
 
-        fit_args go to train.fit (e.g. loss=...)."""
+        fit_args go to train.fit (e.g. loss=...). The checkpoint carries the stage's
+        input fingerprints: one left by an interrupted run on other inputs is not
+        resumed."""
         return fit_resumable(model, self.folder / f"{name}.npz", x, y, routes=routes,
                              epochs=self.config.epochs, batch_size=self.config.batch_size,
                              validation_data=val, seed=self.seed, progress=self.progress,
-                             log=lambda m: self.log(f"[seed {self.seed}] {m}"), **fit_args)
+                             log=lambda m: self.log(f"[seed {self.seed}] {m}"),
+                             made_from=self._inputs, **fit_args)
 
     # -- stages ----------------------------------------------------------
     def run_cnn1(self):
@@ -148,9 +359,11 @@ class SeedRun:
             return {**accuracy_record(correct, len(self.y_te)), "test_loss": loss,
                     "train_count": len(self.y_tr), "val_count": len(self.y_val),
                     "history": hist, "flops_per_image": model.flops()["total"]}
-        return self.stage("cnn1", go)
+        return self.stage("cnn1", go, outputs=["cnn1.npz"])
 
     def run_ranking(self):
+        self.run_cnn1()
+
         def go():
             r = rank(self.model("cnn1"), self.x_tr, self.config.maps, self.config.top,
                      progress=self.progress)
@@ -162,16 +375,18 @@ class SeedRun:
                     "images_picked_more_than_once": int(np.count_nonzero(r["picks"] > 1)),
                     "maps": self.config.maps, "top": self.config.top,
                     "ranked_over": len(self.x_tr)}
-        return self.stage("ranking", go)
+        return self.stage("ranking", go, inputs=["cnn1.npz"], outputs=["ranking.npz"])
 
     def labelled(self):
         """(images, digit labels, route labels, split positions) of the ranked images."""
-        r = np.load(self.folder / "ranking.npz", allow_pickle=False)
+        r = self.arrays("ranking.npz")
         idx, routes = r["indices"], r["labels"]
         split = stratified_split(routes, seed=self.seed)
         return self.x_tr[idx], self.y_tr[idx], routes, split
 
     def run_cnn2(self):
+        self.run_ranking()
+
         def go():
             x, _, routes, (tr, val, te) = self.labelled()
             depth = len(self.config.widths)
@@ -185,9 +400,11 @@ class SeedRun:
                     "split_counts": {name: np.bincount(routes[s], minlength=depth).tolist()
                                      for name, s in (("train", tr), ("val", val), ("test", te))},
                     "history": hist, "flops_per_image": model.flops()["total"]}
-        return self.stage("cnn2", go)
+        return self.stage("cnn2", go, inputs=["ranking.npz"], outputs=["cnn2.npz"])
 
     def run_cnn3_paper(self):
+        self.run_ranking()
+
         def go():
             x, y, routes, (tr, val, te) = self.labelled()
             model, hist = self.train("cnn3_paper", self.new_model(self.num_classes, 3), x[tr],
@@ -197,9 +414,11 @@ class SeedRun:
             return {**accuracy_record(correct, len(te)),
                     "train_count": len(tr), "val_count": len(val),
                     "majority_baseline": majority_baseline(y[tr], y[te]), "history": hist}
-        return self.stage("cnn3_paper", go)
+        return self.stage("cnn3_paper", go, inputs=["ranking.npz"], outputs=["cnn3_paper.npz"])
 
     def run_routes(self):
+        self.run_cnn2()
+
         def go():
             router = self.model("cnn2")
             out = {name: predict(router, x).argmax(axis=1)
@@ -208,13 +427,15 @@ class SeedRun:
             depth = len(self.config.widths)
             return {f"{k}_route_counts": np.bincount(v, minlength=depth).tolist()
                     for k, v in out.items()}
-        return self.stage("routes", go)
+        return self.stage("routes", go, inputs=["cnn2.npz"], outputs=["routes.npz"])
 
     def cnn2_routes(self):
-        r = np.load(self.folder / "routes.npz", allow_pickle=False)
+        r = self.arrays("routes.npz")
         return r["train"], r["val"], r["test"]
 
     def run_cnn3_deploy(self):
+        self.run_routes()
+
         def go():
             r_tr, r_val, r_te = self.cnn2_routes()
             model, hist = self.train("cnn3_deploy", self.new_model(self.num_classes, 3),
@@ -227,9 +448,13 @@ class SeedRun:
                     "flops_fraction": float(model.flops_per_image(r_te).mean()
                                             / model.flops()["total"]),
                     "history": hist}
-        return self.stage("cnn3_deploy", go)
+        return self.stage("cnn3_deploy", go, inputs=["routes.npz"],
+                          outputs=["cnn3_deploy.npz"])
 
     def run_controls(self):
+        self.run_cnn1()
+        self.run_cnn3_deploy()
+
         def go():
             model = self.model("cnn3_deploy")
             depth, n = model.depth, len(self.y_te)
@@ -255,9 +480,12 @@ class SeedRun:
             out["oracle"]["note"] = ("cheapest route on which CNN3-deploy is right; images wrong "
                                      "on every route count as wrong on the full route")
             return out
-        return self.stage("controls", go)
+        return self.stage("controls", go, inputs=["cnn1.npz", "routes.npz", "cnn3_deploy.npz"])
 
     def run_efficiency(self):
+        self.run_cnn1()
+        self.run_cnn3_deploy()
+
         def go():
             cnn1, router, cnn3 = self.model("cnn1"), self.model("cnn2"), self.model("cnn3_deploy")
             _, _, r_te = self.cnn2_routes()
@@ -278,7 +506,8 @@ class SeedRun:
                 "wall_fraction": float(np.median(t_routed) / np.median(t_cnn1)),
                 "timed_images": len(r_te), "timing_repeats": self.config.timing_repeats,
             }
-        return self.stage("efficiency", go)
+        return self.stage("efficiency", go, inputs=["cnn1.npz", "cnn2.npz", "routes.npz",
+                                                    "cnn3_deploy.npz"])
 
     def run_all(self):
         for stage in (self.run_cnn1, self.run_ranking, self.run_cnn2, self.run_cnn3_paper,

@@ -5,17 +5,21 @@ result, so the report cannot disagree with what was measured. Several seeds
 are summarised as mean and (population) standard deviation over the seeds.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from . import report_extension
+from .checkpoint import atomic_write
 from .pipeline import PAPER, config_dict, write_json
+from .runfolder import read_json
 
+# The top-images figures draw at most this many maps and images per map: a figure
+# of 10 x 200 small axes took 92 s and 1.4 GB, and says no more than 10 x 10.
+MAPS_DRAWN, TOP_DRAWN = 10, 10
 STAGES = ("cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
           "efficiency")
-DROP = {"history", "stage_seconds"}
+DROP = {"history", "stage_seconds", "made_from"}
 
 
 def seed_results(folder, config=None):
@@ -27,7 +31,7 @@ def seed_results(folder, config=None):
     for key, stage in [(s, s) for s in STAGES] + [("extension." + k, s) for k, s in extra]:
         path = Path(folder) / f"{stage}.json"
         if path.exists():
-            raw = json.loads(path.read_text())
+            raw = read_json(path, "delete it and rerun to redo that stage")
             node = out
             *parents, last = key.split(".")
             for p in parents:
@@ -115,6 +119,13 @@ def _acc_cell(results, key, n_seeds):
 
 
 def write_markdown(results, path):
+    """Write report.md atomically (its text is built whole before anything is written)."""
+    text = markdown(results).encode()
+    atomic_write(path, lambda f: f.write(text))
+
+
+def markdown(results):
+    """report.md's text."""
     n = len(results["seeds"])
     c2, d3 = results["cnn2"], results["cnn3_deploy"]
     eff, ctrl, cfg = results["efficiency"], results["controls"], results["config"]
@@ -160,7 +171,7 @@ def write_markdown(results, path):
             lines.append(f"| {name} | {_pct(row['test_accuracy'])} | {row['flops_fraction']:.3f} |")
     lines += ["", "## What holds", "", verdict(results), ""]
     lines += report_extension.markdown(results)
-    Path(path).write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def verdict(results):
@@ -223,7 +234,7 @@ def write_figures(out, seed_folder, x_train, results):
 
     def save(fig, name):
         fig.tight_layout()
-        fig.savefig(out / name, dpi=90)
+        atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=90))
         plt.close(fig)
         written.append(name)
 
@@ -232,7 +243,7 @@ def write_figures(out, seed_folder, x_train, results):
         path = seed_folder / f"{stage}.json"
         if not path.exists():
             continue
-        h = json.loads(path.read_text())["history"]
+        h = read_json(path, "delete it and rerun to redo that stage")["history"]
         epochs = np.arange(1, len(h["loss"]) + 1)
         axes[0].plot(epochs, h["loss"], label=f"{stage} train")
         axes[1].plot(epochs, h["accuracy"], label=f"{stage} train")
@@ -245,18 +256,7 @@ def write_figures(out, seed_folder, x_train, results):
     save(fig, "training_curves.png")
 
     tops = np.load(seed_folder / "ranking.npz", allow_pickle=False)["tops"]   # (L, M, K)
-    for layer, grid in enumerate(tops):
-        m, k = grid.shape
-        fig, axes = plt.subplots(m, k, figsize=(k * 0.8, m * 0.8))
-        for i in range(m):
-            for j in range(k):
-                ax = np.atleast_2d(axes)[i, j]
-                img = x_train[grid[i, j]]
-                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
-                ax.set_xticks([]), ax.set_yticks([])
-            np.atleast_2d(axes)[i, 0].set_ylabel(f"map {i}", fontsize=6)
-        fig.suptitle(f"conv{layer + 1}: top {k} images of each of the first {m} maps", fontsize=9)
-        save(fig, f"top_images_conv{layer + 1}.png")
+    written += draw_top_images(out, tops, x_train)
 
     cm = np.array(results["cnn2"]["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
@@ -284,13 +284,53 @@ def write_figures(out, seed_folder, x_train, results):
     return written
 
 
-def write_report(out, config, seed_folders, x_train=None):
-    """Write results.json, report.md and (if x_train is given) the figures into ``out``."""
+def draw_top_images(out, tops, x_train):
+    """top_images_conv<k>.png: the strongest images of each ranked map, at most
+    MAPS_DRAWN maps by TOP_DRAWN images. tops: (layers, maps, top) indices into x_train."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out, written = Path(out), []
+    out.mkdir(parents=True, exist_ok=True)
+    for layer, grid in enumerate(tops):
+        grid = grid[:MAPS_DRAWN, :TOP_DRAWN]
+        m, k = grid.shape
+        # One mosaic, one imshow (a row per map, a one-pixel white seam between images):
+        # a hundred small axes took seconds per figure.
+        h, w, c = x_train.shape[1:]
+        mosaic = np.ones((m * (h + 1) - 1, k * (w + 1) - 1, c), dtype=np.float32)
+        for i in range(m):
+            for j in range(k):
+                mosaic[i * (h + 1):i * (h + 1) + h, j * (w + 1):j * (w + 1) + w] = \
+                    x_train[grid[i, j]]
+        fig, ax = plt.subplots(figsize=(k * 0.8, m * 0.8))
+        ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks(np.arange(m) * (h + 1) + h / 2, [f"map {i}" for i in range(m)], fontsize=6)
+        fig.suptitle(f"conv{layer + 1}: top {k} images of each of the first {m} maps"
+                     + (f" (of top {tops.shape[2]}, {tops.shape[1]} maps ranked)"
+                        if grid.shape != tops.shape[1:] else ""), fontsize=9)
+        name = f"top_images_conv{layer + 1}.png"
+        fig.tight_layout()
+        atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=90))
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def write_report(out, config, seed_folders, x_train=None, figures_from=None):
+    """Write results.json, report.md and (if x_train is given) the figures into ``out``.
+
+    seed_folders: {seed: folder}, every one finished. figures_from: the seed folder
+    x_train belongs to (default the first). Everything is built before anything is
+    written, and each file is written atomically: a failure leaves the old report.
+    """
     per_seed = {seed: seed_results(folder, config) for seed, folder in seed_folders.items()}
     results = summarize(config, per_seed)
+    text = markdown(results)
     write_json(Path(out) / "results.json", results)
-    write_markdown(results, Path(out) / "report.md")
+    atomic_write(Path(out) / "report.md", lambda f: f.write(text.encode()))
     if x_train is not None:
-        first = next(iter(seed_folders.values()))
-        write_figures(out, first, x_train, results)
+        write_figures(out, figures_from or next(iter(seed_folders.values())), x_train, results)
     return results

@@ -33,6 +33,12 @@ def _check_data(model, x, y, routes, name):
     return y
 
 
+def _check_epochs(epochs):
+    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs: expected an integer >= 1, received {epochs!r}")
+    return int(epochs)
+
+
 def train_epoch(model, optimizer, x, y, routes, batch_size, rng, progress=None, loss_fn=None):
     """One pass over (x, y) in shuffled batches. Returns (mean loss, accuracy).
 
@@ -78,6 +84,10 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
     Returns {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}: one entry per epoch.
     """
     loss_fn = loss                      # the name `loss` is the epoch's mean loss below
+    epochs = _check_epochs(epochs)
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, received {batch_size!r}")
     y = _check_data(model, x, y, routes, "training")
     if validation_data is not None:
         x_val, y_val, *r_val = validation_data
@@ -113,24 +123,44 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
     return history
 
 
-def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, **fit_args):
+def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, made_from=None,
+                  **fit_args):
     """fit() with a checkpoint (model, RMSprop state, history) after every epoch at ``path``.
 
     If ``path`` already holds a checkpoint, training resumes from it (the model
     passed in is then replaced by the saved one); a finished checkpoint trains
-    no further. With progress=False, one log line per epoch replaces the bar.
-    Returns (model, history).
+    no further. made_from: any JSON-able record of what the training is built
+    from, saved in the checkpoint; a checkpoint with another record is not
+    resumed but trained afresh. With progress=False, one log line per epoch
+    replaces the bar. Returns (model, history).
     """
     path = Path(path)
+    epochs = _check_epochs(epochs)
     optimizer, history = RMSprop(), None
     if path.exists():
-        model, saved, extra = checkpoint.load(path, with_optimizer=True)
-        optimizer, history = saved or optimizer, (extra or {}).get("history")
-        if history:
-            log(f"resuming {path.name} after epoch {len(history['loss'])}")
+        try:
+            saved_model, saved, extra = checkpoint.load(path, with_optimizer=True)
+        except checkpoint.CheckpointError as e:
+            raise checkpoint.CheckpointError(f"{e}; delete it to train afresh") from None
+        extra = extra or {}
+        shape = {k: v for k, v in model.config().items() if k != "seed"}
+        if {k: v for k, v in saved_model.config().items() if k != "seed"} != shape:
+            raise checkpoint.CheckpointError(
+                f"{path}: holds {saved_model}, but this training needs {model}; delete it to "
+                f"train afresh")
+        if made_from is not None and extra.get("made_from") != made_from:
+            log(f"{path.name} was trained from other inputs; training afresh")
+        elif len((extra.get("history") or {}).get("loss", [])) > epochs:
+            raise checkpoint.CheckpointError(
+                f"{path}: trained for {len(extra['history']['loss'])} epochs, more than the "
+                f"{epochs} asked for; delete it to train afresh")
+        else:
+            model, optimizer, history = saved_model, saved or optimizer, extra.get("history")
+            if history:
+                log(f"resuming {path.name} after epoch {len(history['loss'])}")
 
     def on_epoch_end(epoch, h):
-        checkpoint.save(path, model, optimizer, extra={"history": h})
+        checkpoint.save(path, model, optimizer, extra={"history": h, "made_from": made_from})
         if not progress:
             val = f", val_acc {h['val_accuracy'][-1]:.4f}" if h["val_accuracy"][-1] is not None else ""
             log(f"{path.stem} epoch {epoch + 1}/{epochs}: loss {h['loss'][-1]:.4f}, "
@@ -144,6 +174,7 @@ def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, **fit_
 def predict(model, x, routes=None, batch_size=256):
     """Logits (N, num_classes) for x (N, H, W, C), in batches."""
     check_array(x, "images", ndim=4, dtype=model.dtype)
+    check_finite(x, "images")            # as fit and evaluate do: NaN in, NaN logits out
     out = np.empty((len(x), model.num_classes), dtype=model.dtype)
     routes = None if routes is None else np.asarray(routes)
     for s in range(0, len(x), batch_size):
@@ -158,7 +189,7 @@ def predict_by_route(model, x, routes, batch_size=256):
     Sorting makes each batch (nearly) one route, so each conv layer runs on large
     sub-batches instead of the few images of a mixed batch that reach it.
     """
-    routes = np.asarray(routes)
+    routes = np.asarray(routes)          # range-checked by model.forward, batch by batch
     order = np.argsort(routes, kind="stable")
     logits = np.empty((len(x), model.num_classes), dtype=model.dtype)
     logits[order] = predict(model, x[order], routes[order], batch_size)

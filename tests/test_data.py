@@ -1,6 +1,7 @@
 """Data: real MNIST / Fashion-MNIST through a file:// mirror, CIFAR-100 on
 fixtures in the official binary layout, and every fault we could think of."""
 
+import errno
 import gzip
 import hashlib
 import http.server
@@ -15,18 +16,49 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npskip import data
+from npskip import data, download
 from npskip.data import DataError, as_float32, fetch, load, read_cifar_bin, read_idx
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("NPSKIP_TEST_MIRROR", REPO.parent / "shared" / "data"))
+
+
+class DataSource:
+    """Where the data tests copy MNIST and Fashion-MNIST from (as a file:// mirror):
+
+    $NPSKIP_TEST_MIRROR if set; else ``../shared/data`` beside the repository, if it
+    exists (this repository's CI); else the user's npskip data cache, which
+    ``as_uri()`` first fills from the canonical sites, as ``npskip.data.load`` would
+    (downloading only what is missing, so a fresh clone needs only a network).
+    """
+
+    def __init__(self):
+        env, ci = os.environ.get("NPSKIP_TEST_MIRROR"), REPO.parent / "shared" / "data"
+        self.path = Path(env) if env else ci if (ci / "mnist").is_dir() else None
+
+    def folder(self):
+        if self.path is None:
+            from npskip.download import default_data_dir
+            cache = default_data_dir()
+            for name in ("mnist", "fashion-mnist"):
+                fetch(name, data_dir=cache)
+            self.path = cache
+        return self.path
+
+    def as_uri(self):
+        return self.folder().resolve().as_uri()
+
+    def __truediv__(self, name):
+        return self.folder() / name
+
+
+MIRROR = DataSource()
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 
 @pytest.fixture(scope="module")
 def real_dir(tmp_path_factory):
     if not (MIRROR / "mnist").is_dir():
-        pytest.fail(f"no data mirror at {MIRROR}; set NPSKIP_TEST_MIRROR to a folder "
+        pytest.fail(f"no data mirror at {MIRROR.folder()}; set NPSKIP_TEST_MIRROR to a folder "
                     f"holding mnist/ and fashion-mnist/")
     dest = tmp_path_factory.mktemp("data")
     for name in ("mnist", "fashion-mnist"):
@@ -184,6 +216,90 @@ def test_unreachable_mirror_says_what_to_do(tmp_path):
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 1
     assert "nowhere/mnist/train-images-idx3-ubyte.gz" in run.stderr and "--mirror" in run.stderr
+
+
+def test_a_dest_that_cannot_be_written_says_so_not_offline(fake_mirror, tmp_path):
+    (tmp_path / "afile").write_text("")
+    cmd = [sys.executable, str(REPO / "data_fetch.py"), "mnist", "--mirror", str(fake_mirror),
+           "--dest", str(tmp_path / "afile" / "data")]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "cannot write" in run.stderr and "--dest" in run.stderr
+    assert "offline" not in run.stderr and "use a mirror" not in run.stderr
+
+
+def test_a_read_only_dest_says_so(fake_mirror, tmp_path, monkeypatch):
+    # (the tests may run as root, whom chmod does not stop: the refusal is simulated)
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(download.WriteError, match="cannot write .*Permission denied; choose a "
+                                                  "folder you can write with --dest"):
+        fetch("mnist", data_dir=tmp_path / "ro", mirror=str(fake_mirror))
+
+
+def test_a_full_disk_says_so_and_the_rerun_resumes_from_a_file_mirror(fake_mirror, tmp_path,
+                                                                       monkeypatch):
+    real_open = open
+
+    class FullDisk:
+        """A file on a disk that fills up after 20 bytes."""
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, block):
+            room = 20 - self.f.tell()
+            self.f.write(block[:max(room, 0)])
+            if len(block) > room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def small_disk(path, mode="r", *a, **k):
+        f = real_open(path, mode, *a, **k)
+        return FullDisk(f) if "w" in mode or "a" in mode else f
+    monkeypatch.setattr(download, "open", small_disk, raising=False)
+    dest = tmp_path / "dest"
+    with pytest.raises(download.WriteError, match="the disk is full; free some space and rerun"):
+        fetch("mnist", data_dir=dest, mirror=fake_mirror.as_uri())
+    name = data.IDX_FILES[0]
+    assert (dest / "mnist" / (name + ".part")).stat().st_size == 20
+    monkeypatch.delattr(download, "open")              # the disk has room again
+    opened = []
+    real = download._open
+    monkeypatch.setattr(download, "_open", lambda url, have: opened.append(have) or real(url, have))
+    fetch("mnist", data_dir=dest, mirror=fake_mirror.as_uri())
+    assert opened[0] == 20                                    # resumed, not restarted
+    assert (dest / "mnist" / name).read_bytes() == (fake_mirror / "mnist" / name).read_bytes()
+
+
+def test_a_part_that_is_not_a_prefix_is_fetched_again_from_scratch(fake_mirror, tmp_path):
+    dest = tmp_path / "dest" / "mnist"
+    dest.mkdir(parents=True)
+    name = data.IDX_FILES[0]
+    (dest / (name + ".part")).write_bytes(b"not the start of the file")
+    fetch("mnist", data_dir=dest.parent, mirror=fake_mirror.as_uri())
+    assert (dest / name).read_bytes() == (fake_mirror / "mnist" / name).read_bytes()
+
+
+def test_file_localhost_urls_and_tilde_folders(fake_mirror, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert download.mirror_base(f"file://localhost{fake_mirror}") == fake_mirror.as_uri() + "/"
+    results = fetch("mnist", data_dir="~/data", mirror=f"file://localhost{fake_mirror}")
+    assert all(path.is_relative_to(tmp_path / "data") for path, _ in results)
+    assert load("mnist", data_dir="~/data", download=False).y_train.tolist() == [1, 1, 1]
+    cmd = [sys.executable, str(REPO / "data_fetch.py"), "mnist", "--mirror", str(fake_mirror),
+           "--dest", "~/other"]
+    # data_fetch.py runs with the real checksums: only the expansion of ~ is checked here
+    subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+    assert (tmp_path / "other" / "mnist").is_dir() and not Path("~").exists()
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):

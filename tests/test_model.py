@@ -1,5 +1,10 @@
 """SkipCNN: gradients per route, literal skipping, routing equivalence, FLOPs."""
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -157,3 +162,39 @@ def test_flops_per_image_follows_each_route():
     model = SkipCNN((5, 4, 2), 3, widths=(10, 12, 14))
     np.testing.assert_array_equal(model.flops_per_image([2, 0, 1, 0]),
                                   [model.flops(r)["total"] for r in (2, 0, 1, 0)])
+
+
+def test_flops_per_image_refuses_routes_out_of_range():
+    model = SkipCNN((5, 4, 2), 3, widths=(10, 12, 14))
+    for bad in ([-1], [0, 3], [[0, 1]]):          # -1 would wrap to the full route
+        with pytest.raises(ValueError, match="routes: expected"):
+            model.flops_per_image(bad)
+
+
+def test_one_model_from_several_threads():
+    # numba's workqueue layer aborts the process (SIGABRT) when two threads enter its
+    # parallel kernels at once: run in a child process so an abort fails only this test.
+    script = textwrap.dedent("""
+        import threading
+        import numpy as np
+        from npskip.model import SkipCNN
+        from npskip.train import predict
+        model = SkipCNN((12, 12, 1), 3, (10, 10, 12), seed=0)
+        x = np.random.default_rng(0).random((600, 12, 12, 1), dtype=np.float32)
+        want = predict(model, x)
+        out = [None] * 4
+        def go(i):
+            for _ in range(5):
+                out[i] = predict(model, x, batch_size=64)
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(np.array_equal(o, want) for o in out)
+        print("same logits from every thread")
+        """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "same logits from every thread" in run.stdout

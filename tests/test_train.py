@@ -13,7 +13,7 @@ from npskip.train import fit_resumable
 from npskip.data import as_float32, fetch, load
 from npskip.model import SkipCNN
 from npskip.optim import RMSprop
-from npskip.train import evaluate, fit, predict
+from npskip.train import evaluate, fit, predict, predict_by_route
 
 from test_data import MIRROR
 
@@ -171,3 +171,62 @@ def test_a_failed_save_keeps_the_old_checkpoint(rng, tmp_path, monkeypatch):
         checkpoint.save(path, model)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_predict_refuses_non_finite_images():
+    model = SkipCNN((6, 6, 1), 2, widths=(10, 10))
+    x = np.zeros((3, 6, 6, 1), np.float32)
+    x[1, 2, 2, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="images: expected finite values, found 1"):
+        predict(model, x)
+    x[1, 2, 2, 0] = np.inf
+    with pytest.raises(FloatingPointError, match="images"):
+        predict_by_route(model, x, [0, 1, 0])
+
+
+def _saved(tmp_path, **changes):
+    """A small checkpoint's arrays with some entries changed, saved; returns its path."""
+    model = SkipCNN((6, 6, 1), 2, widths=(10, 10))
+    opt = RMSprop()
+    x, y = np.zeros((4, 6, 6, 1), np.float32), np.array([0, 1, 0, 1])
+    fit(model, x, y, epochs=1, batch_size=4, optimizer=opt, progress=False)
+    path = checkpoint.save(tmp_path / "m.npz", model, opt, extra={"history": {}})
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays.update(changes)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    return tmp_path / "bad.npz"
+
+
+def _json(obj):
+    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+
+
+def test_a_checkpoint_claiming_a_huge_input_is_refused_before_allocating(tmp_path):
+    # 20000 x 20000 x 1 input: the dense layer alone would take 20000*20000*10*4 bytes
+    arch = {"input_shape": [20000, 20000, 1], "num_classes": 10, "widths": [10, 10],
+            "seed": 0, "dtype": "float32"}
+    path = _saved(tmp_path, **{"architecture.json": _json(arch)})
+    assert path.stat().st_size < 100_000
+    with pytest.raises(checkpoint.CheckpointError, match=r"dense.W is float32 \(360, 2\), but "
+                                                         r"the architecture needs"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("entry, value, message", [
+    ("rmsprop.json", _json({"lr": -1}), "unusable rmsprop.json"),
+    ("rmsprop.json", _json({"momentum": 0.9}), "unusable rmsprop.json"),
+    ("rmsprop.json", np.frombuffer(b"{not json", np.uint8), "rmsprop.json is not valid JSON"),
+    ("extra.json", np.frombuffer(b"\xff\xfe", np.uint8), "extra.json is not valid JSON"),
+    ("extra.json", _json([1, 2]), "extra.json holds list"),
+    ("rmsprop.conv1.W", np.zeros((3, 3, 1, 7), np.float32), r"rmsprop.conv1.W is float32 "
+                                                           r"\(3, 3, 1, 7\)"),
+    ("architecture.json", _json({"input_shape": [6, 6], "num_classes": 2, "widths": [10]}),
+     "unreadable architecture"),
+    ("architecture.json", _json({"input_shape": [6, 6, 1], "num_classes": 2, "widths": [10, 10],
+                                 "seed": "x"}), "unreadable architecture"),
+])
+def test_every_bad_checkpoint_entry_is_a_checkpoint_error(entry, value, message, tmp_path):
+    path = _saved(tmp_path, **{entry: value})
+    with pytest.raises(checkpoint.CheckpointError, match=message) as e:
+        checkpoint.load(path, with_optimizer=True)
+    assert "bad.npz" in str(e.value)
