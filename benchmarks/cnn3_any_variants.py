@@ -115,7 +115,7 @@ def main(argv=None):
             cfg = Config(**{**base.__dict__, **WAYS[way]})
             folder = out / f"seed{seed}" / way
             folder.mkdir(parents=True, exist_ok=True)
-            for name in ("cnn1.npz", "cnn1.json"):
+            for name in ("cnn1.npz", "cnn1.json", "settings.json"):
                 link(teacher.folder / name, folder / name)
             run = SeedRun(folder, cfg, seed, data, progress=False, log=log)
             start = time.perf_counter()

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from .model import SkipCNN
-from .pipeline import accuracy_record, save_arrays
+from .pipeline import STAGE_SETTINGS, accuracy_record, save_arrays
 from .routing import (behaviour_labels, cheap_routed_predict, cheapest, downsample,
                       downsample_flops, pick_threshold, random_routes, route_probabilities,
                       threshold_routes)
@@ -73,7 +73,7 @@ def run_cnn3_any(run):
                 "route_flops_fraction": [model.flops(r)["total"] / full for r in range(depth)],
                 "history": hist}
     return run.stage("cnn3_any", go, inputs=["cnn1.npz"] if uses_cnn1(run.config) else [],
-                     outputs=["cnn3_any.npz"])
+                     outputs=["cnn3_any.npz"], settings=STAGE_SETTINGS["cnn3_any"])
 
 
 def distillation(run):
@@ -250,7 +250,8 @@ def run_curve(run):
             "timed_images": n, "timed_val_images": n_val, "timing_repeats": cfg.timing_repeats,
         }
     return run.stage(name, go, inputs=["cnn1.npz", "cnn3_any.npz", "behaviour.npz",
-                                       f"router_{suffix(run.config)}.npz"])
+                                       f"router_{suffix(run.config)}.npz"],
+                     settings=STAGE_SETTINGS["curve"])
 
 
 def evidence_columns(evidence):

@@ -213,8 +213,14 @@ def accuracy_record(correct, n):
 
 # Settings that do not go into a seed folder's record: which seeds run, and which
 # labelling and router the extension trains (their stage names carry them, so runs
-# with other choices sit side by side in one folder).
-NOT_RECORDED = ("seeds", "labels", "router")
+# with other choices sit side by side in one folder); and the settings of one
+# extension stage each, which that stage records instead (STAGE_SETTINGS): changing
+# one redoes that stage and what is built on it.
+STAGE_SETTINGS = {
+    "cnn3_any": ("any_init", "any_route_weights", "any_distill_weight", "any_temperature"),
+    "curve": ("operating_tolerance", "operating_confidence"),
+}
+NOT_RECORDED = ("seeds", "labels", "router") + sum(STAGE_SETTINGS.values(), ())
 
 
 def folder_record(config, seed, data):
@@ -257,13 +263,14 @@ class SeedRun:
             self._fingerprints[name] = (key, sha256_file(path))
         return self._fingerprints[name][1]
 
-    def stage(self, name, fn, inputs=(), outputs=()):
+    def stage(self, name, fn, inputs=(), outputs=(), settings=()):
         """Run stage ``name`` (fn() -> JSON-able dict) unless it is finished and current.
 
         inputs: files of the folder the stage is built from (its upstream stages must
-        have run); outputs: files it writes besides ``<name>.json``. Finished and current
-        means: ``<name>.json`` exists and its ``made_from`` record matches the SHA-256
-        of every input and output now. Otherwise the stage is redone: its arrays are
+        have run); outputs: files it writes besides ``<name>.json``; settings: Config
+        fields only this stage depends on (the folder's settings.json leaves them out).
+        Finished and current means: ``<name>.json`` exists and its ``made_from`` record
+        matches those settings and the SHA-256 of every input and output now. Otherwise the stage is redone: its arrays are
         computed again; a checkpoint is trained afresh if it was trained on other
         inputs (train() checks), and is only evaluated again if it is finished and
         merely differs from what the JSON describes (say, a CNN1 copied in).
@@ -272,10 +279,12 @@ class SeedRun:
             return self.results[name]
         path = self.folder / f"{name}.json"
         with self.lock:
-            made_from = {"inputs": {f: self.fingerprint(f) for f in inputs}}
+            cfg = config_dict(self.config)
+            made_from = {"inputs": {f: self.fingerprint(f) for f in inputs},
+                         "settings": {k: cfg[k] for k in settings}}
             if path.exists():
                 old = read_json(path, f"delete it and rerun to redo the {name} stage")
-                why = self._stale(path, old, made_from["inputs"], outputs)
+                why = self._stale(path, old, made_from, outputs)
                 if why is None:
                     self.results[name] = old
                     self.log(f"[seed {self.seed}] {name}: done before, loaded {path.name}")
@@ -285,7 +294,7 @@ class SeedRun:
             else:
                 self.log(f"[seed {self.seed}] {name}: running")
             start = time.perf_counter()
-            self._inputs = made_from["inputs"]     # what train() stamps its checkpoint with
+            self._made_from = dict(made_from)      # what train() stamps its checkpoint with
             result = fn()
             result["stage_seconds"] = time.perf_counter() - start
             made_from["outputs"] = {f: self.fingerprint(f) for f in outputs}
@@ -294,7 +303,7 @@ class SeedRun:
         self.results[name] = result
         return result
 
-    def _stale(self, path, old, inputs, outputs):
+    def _stale(self, path, old, now, outputs):
         """Why a finished stage's record does not match the folder now, or None."""
         made = old.get("made_from")
         if not isinstance(made, dict) or not isinstance(made.get("inputs"), dict) \
@@ -303,7 +312,10 @@ class SeedRun:
                                  f"npskip (written by an older version, or not by npskip); "
                                  f"delete it and rerun to redo the stage, or start the folder "
                                  f"afresh with --fresh")
-        for f, digest in inputs.items():
+        for k, value in now["settings"].items():
+            if made.get("settings", {}).get(k, "(not recorded)") != value:
+                return f"{k} is {value!r} now, {made.get('settings', {}).get(k)!r} then"
+        for f, digest in now["inputs"].items():
             if made["inputs"].get(f) != digest:
                 return f"{f}, which it is built from, changed since"
         for f in outputs:
@@ -347,7 +359,7 @@ class SeedRun:
                              epochs=self.config.epochs, batch_size=self.config.batch_size,
                              validation_data=val, seed=self.seed, progress=self.progress,
                              log=lambda m: self.log(f"[seed {self.seed}] {m}"),
-                             made_from=self._inputs, **fit_args)
+                             made_from=self._made_from, **fit_args)
 
     # -- stages ----------------------------------------------------------
     def run_cnn1(self):

@@ -296,6 +296,30 @@ def test_a_checkpoint_trained_on_other_inputs_is_not_resumed(rng, tmp_path):
         {"a.npz": "2"}
 
 
+def _made_up_data(n=20):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((n, 6, 6, 1), dtype=np.float32), rng.integers(0, 10, n)
+    return x, y, x[:5], y[:5], x[:5], y[:5], (6, 6, 1), 10
+
+
+def test_a_setting_of_one_stage_redoes_that_stage_and_no_other(tmp_path):
+    # operating_tolerance belongs to the curve stage alone: the folder's record leaves it
+    # out, the stage records it, and a change redoes that stage
+    logs = []
+
+    def run_with(tolerance):
+        run = SeedRun(tmp_path, Config(operating_tolerance=tolerance, limit=20), 0,
+                      _made_up_data(), log=logs.append)
+        run.stage("a", lambda: {"v": 1})
+        return run.stage("b", lambda: {"tolerance": tolerance}, inputs=["a.json"],
+                         settings=["operating_tolerance"])
+    run_with(0.002)
+    logs.clear()
+    assert run_with(0.003)["tolerance"] == 0.003
+    assert logs == ["[seed 0] a: done before, loaded a.json",
+                    "[seed 0] b: redoing (operating_tolerance is 0.003 now, 0.002 then)"]
+
+
 # --------------------------------------------------------------------------
 # broken or foreign files: named, with what to do, and nothing overwritten
 # --------------------------------------------------------------------------
