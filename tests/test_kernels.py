@@ -118,3 +118,43 @@ def test_one_blas_thread_nests_and_restores():
     assert blas_threads() == before
     model.backward(np.ones((2, 3), np.float32))
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("factor", [1, 2, 3])
+def test_avg_pool_matches_naive(rng, dtype, factor):
+    x = rng.standard_normal((3, 6 * factor // 2 * 2, 4 * factor, 2)).astype(dtype)
+    n, h, w, c = x.shape
+    out = np.empty((n, h // factor, w // factor, c), dtype=dtype)
+    kernels.avg_pool(x, factor, out)
+    # float32: the kernel sums in another order than NumPy's mean, so to rounding
+    np.testing.assert_allclose(out, kernels.avg_pool_naive(x, factor),
+                               rtol=1e-6 if dtype == np.float32 else 1e-14, atol=1e-7)
+
+
+@pytest.mark.parametrize("h, w, kernel, padding", [(7, 5, 3, "same"), (6, 9, (2, 4), "same"),
+                                                   (8, 6, (3, 2), "valid"), (1, 1, 3, "same"),
+                                                   (5, 5, 1, "valid")])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_one_channel_wide_path_matches_naive(rng, h, w, kernel, padding, activation):
+    # C_in = 1 and stride 1 take kernels.conv_forward_wide / conv_backward_wide.
+    layer = Conv2D(1, 5, kernel, padding=padding, activation=activation, rng=rng,
+                   dtype=np.float64)
+    assert layer._wide()
+    layer.params["b"][:] = rng.standard_normal(5)
+    x = rng.standard_normal((3, h, w, 1))
+    out = layer.forward(x)
+    want = kernels.conv2d_naive(x, layer.params["W"], layer.params["b"], 1, padding)
+    if activation == "relu":
+        want = np.maximum(want, 0)
+    np.testing.assert_allclose(out, want, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout)
+    ref_dx, ref_dw, ref_db = kernels.conv2d_backward_naive(
+        x, layer.params["W"], layer.params["b"], dout, 1, padding, activation)
+    np.testing.assert_allclose(dx, ref_dx, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["W"], ref_dw, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["b"], ref_db, atol=1e-12)
+    layer.forward(x)                                   # need_dx=False: same weight gradients
+    assert layer.backward(dout, need_dx=False) is None
+    np.testing.assert_allclose(layer.grads["W"], ref_dw, atol=1e-12)
