@@ -197,53 +197,59 @@ def conv_backward(x, out, dout, wmat, relu, kh, kw, stride, pad_top, pad_left, h
 
 
 # --------------------------------------------------------------------------
-# one input channel, stride 1: im2col transposed, on a "wide" grid
+# stride 1: im2col transposed, on a "wide" grid
 # --------------------------------------------------------------------------
-# With one input channel (conv1 on MNIST) a window is only kh*kw values, and
-# im2col's element-by-element copy cost about 9x the product it feeds (38 us
-# against 4 us per 28x28 image on the build machine). Transposed, the copy
-# becomes kh*kw block copies: pad the image to (Hp, Wp) = (Ho + kh - 1,
-# Wo + kw - 1) and flatten it; then for output pixel p' = oy*Wp + ox on a grid
-# Wp wide (its last kw - 1 columns are discarded),
+# ``im2col_image`` copies one value at a time, with a bounds test for each
+# kernel offset. With stride 1, im2col can be built transposed from block
+# copies instead: pad the image to (Hp, Wp) = (Ho + kh - 1, Wo + kw - 1), lay
+# it out channel by channel (xp[ch] = one flat padded plane); then for output
+# pixel p' = oy*Wp + ox on a grid Wp wide (its last kw - 1 columns are
+# discarded),
 #
-#     cols_t[i*kw + j, p'] = xp[p' + i*Wp + j]
+#     cols_t[(i*kw + j)*C + ch, p'] = xp[ch, p' + i*Wp + j]
 #
-# so row (i, j) of cols_t is one contiguous slice of xp. The product is the
-# same, out_wide = cols_t.T @ W_mat, on (kw - 1)/Wp more rows (7% for MNIST).
+# so every row of cols_t is one contiguous slice of a plane. The product is
+# the same, out_wide = cols_t.T @ W_mat, on (kw - 1)/Wp more rows (7% for MNIST).
+# With one input channel (conv1 on MNIST) the element-by-element copy cost
+# about 9x the product it feeds (38 us against 4 us per 28x28 image); Conv2D
+# takes this path for up to 8 input channels (see Conv2D.WIDE_MAX_IN_CHANNELS).
 
 @njit(cache=True)
-def pad_flat(x, b, pad_top, pad_left, wp, xp):
-    """Image b of x (N, H, W, 1), zero-padded and flattened row by row into xp (Hp*Wp + kw,)."""
-    _, h, w, _ = x.shape
+def pad_planes(x, b, pad_top, pad_left, wp, xp):
+    """Image b of x (N, H, W, C), zero-padded, as C flat planes: xp (C, Hp*Wp + kw)."""
+    _, h, w, c = x.shape
     xp[:] = 0.0
     for y in range(h):
         row = (y + pad_top) * wp + pad_left
         for xx in range(w):
-            xp[row + xx] = x[b, y, xx, 0]
+            for ch in range(c):
+                xp[ch, row + xx] = x[b, y, xx, ch]
 
 
 @njit(cache=True)
 def im2col_wide(xp, kh, kw, wp, cols_t):
-    """cols_t[i*kw + j] = xp[i*Wp + j : i*Wp + j + P'], with P' = cols_t.shape[1] = Ho*Wp."""
-    pw = cols_t.shape[1]
+    """cols_t[(i*kw + j)*C + ch] = xp[ch, i*Wp + j : i*Wp + j + P'], P' = cols_t.shape[1]."""
+    c, pw = xp.shape[0], cols_t.shape[1]
     for i in range(kh):
         for j in range(kw):
-            cols_t[i * kw + j] = xp[i * wp + j:i * wp + j + pw]
+            for ch in range(c):
+                cols_t[(i * kw + j) * c + ch] = xp[ch, i * wp + j:i * wp + j + pw]
 
 
 @njit(cache=True, parallel=True)
 def conv_forward_wide(x, wmat, bias, relu, kh, kw, pad_top, pad_left, ho, wo, xp, cols_t,
                       out_wide, out):
-    """``conv_forward`` for C_in = 1 and stride 1, through the transposed wide im2col.
+    """``conv_forward`` for stride 1, through the transposed wide im2col.
 
-    x: (N, H, W, 1); wmat: (kh*kw, C_out); bias: (C_out,); out: (N, Ho*Wo, C_out).
-    Per thread: xp (T, Hp*Wp + kw), cols_t (T, kh*kw, Ho*Wp), out_wide (T, Ho*Wp, C_out).
+    x: (N, H, W, C_in); wmat: (kh*kw*C_in, C_out); bias: (C_out,); out: (N, Ho*Wo, C_out).
+    Per thread: xp (T, C_in, Hp*Wp + kw), cols_t (T, kh*kw*C_in, Ho*Wp),
+    out_wide (T, Ho*Wp, C_out).
     """
     n, threads = x.shape[0], xp.shape[0]
     wp = wo + kw - 1
     for t in prange(threads):
         for b in range(t, n, threads):
-            pad_flat(x, b, pad_top, pad_left, wp, xp[t])
+            pad_planes(x, b, pad_top, pad_left, wp, xp[t])
             im2col_wide(xp[t], kh, kw, wp, cols_t[t])
             np.dot(cols_t[t].T, wmat, out_wide[t])
             for oy in range(ho):
@@ -256,15 +262,15 @@ def conv_forward_wide(x, wmat, bias, relu, kh, kw, pad_top, pad_left, ho, wo, xp
 @njit(cache=True, parallel=True)
 def conv_backward_wide(x, out, dout, wmat, relu, kh, kw, pad_top, pad_left, ho, wo, xp, cols_t,
                        grad_wide, dcols_t, dw_parts, dw_tmp, db_parts, dx, need_dx):
-    """``conv_backward`` for C_in = 1 and stride 1, on the wide grid.
+    """``conv_backward`` for stride 1, on the wide grid.
 
     g_wide holds g at the real pixels and zeros in the discarded columns, so
     dW = cols_t @ g_wide sums real pixels only; dcols_t = W_mat @ g_wide.T, and
-    col2im becomes kh*kw slice additions into the padded flat image, then a crop.
-    grad_wide: (T, Ho*Wp, C_out); dcols_t: (T, kh*kw, Ho*Wp); the rest as
-    ``conv_forward_wide`` and ``conv_backward``; dx: (N, H, W, 1).
+    col2im becomes kh*kw*C slice additions into the padded planes, then a crop.
+    grad_wide: (T, Ho*Wp, C_out); dcols_t: (T, kh*kw*C_in, Ho*Wp); the rest as
+    ``conv_forward_wide`` and ``conv_backward``; dx: (N, H, W, C_in).
     """
-    n, h, w, _ = x.shape
+    n, h, w, c_in = x.shape
     threads, c_out = xp.shape[0], dout.shape[2]
     wp = wo + kw - 1
     pw = ho * wp
@@ -282,23 +288,27 @@ def conv_backward_wide(x, out, dout, wmat, relu, kh, kw, pad_top, pad_left, ho, 
                             v = 0.0    # the derivative at exactly 0 is taken as 0
                         g[oy * wp + ox, c] = v
                         db_parts[t, c] += v
-            pad_flat(x, b, pad_top, pad_left, wp, xp[t])
+            pad_planes(x, b, pad_top, pad_left, wp, xp[t])
             im2col_wide(xp[t], kh, kw, wp, cols_t[t])
             np.dot(cols_t[t], g, dw_tmp[t])
             dw_parts[t] += dw_tmp[t]
             if need_dx:
                 np.dot(wmat, g.T, dcols_t[t])
-                dxp = xp[t]            # reused as the padded image's gradient
+                dxp = xp[t]            # reused as the padded planes' gradient
                 dxp[:] = 0.0
                 for i in range(kh):
                     for j in range(kw):
                         off = i * wp + j
-                        for q in range(pw):
-                            dxp[off + q] += dcols_t[t, i * kw + j, q]
+                        for ch in range(c_in):
+                            src = dcols_t[t, (i * kw + j) * c_in + ch]
+                            dst = dxp[ch, off:off + pw]
+                            for q in range(pw):
+                                dst[q] += src[q]
                 for y in range(h):
                     row = (y + pad_top) * wp + pad_left
                     for xx in range(w):
-                        dx[b, y, xx, 0] = dxp[row + xx]
+                        for ch in range(c_in):
+                            dx[b, y, xx, ch] = dxp[ch, row + xx]
 
 
 # --------------------------------------------------------------------------

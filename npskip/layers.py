@@ -76,8 +76,9 @@ class Conv2D(Layer):
     tests check this layer against them.
     The kernels (npskip.kernels.conv_forward / conv_backward) do this one image
     at a time, so that an image's cols stay in cache; the sums are the same.
-    With one input channel and stride 1 (conv1 on MNIST) they build cols
-    transposed, as kh*kw block copies (kernels.conv_forward_wide / _backward_wide).
+    With stride 1 and at most 8 input channels (conv1 of every network here)
+    they build cols transposed from block copies (kernels.conv_forward_wide /
+    conv_backward_wide).
     Fusing the ReLU into them saves the separate passes over the whole batch
     that a ReLU layer makes (a quarter of CNN1's inference time, measured).
     """
@@ -181,17 +182,25 @@ class Conv2D(Layer):
         np.sum(db_parts, axis=0, out=self.grads["b"])
         return dx if need_dx else None
 
+    # Measured on the build machine, batch 128, forward+backward against the
+    # one-value-at-a-time im2col: 1 channel 0.6x the time (MNIST conv1), 3
+    # channels 0.6x (CIFAR conv1), 8 channels 0.7x forward, 1.0x both ways (the
+    # small router's conv2), 16 channels 1.1-1.2x slower (there the product,
+    # with its transposed operand, dominates and the copy was already cheap).
+    WIDE_MAX_IN_CHANNELS = 8
+
     def _wide(self):
-        """One input channel and stride 1: im2col's copy would cost more than the product,
-        so the kernels build it transposed on a wide grid (see kernels.conv_forward_wide)."""
-        return self.in_channels == 1 and self.stride == 1
+        """Stride 1 and few input channels: im2col's one-value-at-a-time copy costs as
+        much as the product, so the kernels build cols transposed from block copies
+        (see kernels.conv_forward_wide)."""
+        return self.stride == 1 and self.in_channels <= self.WIDE_MAX_IN_CHANNELS
 
     def _wide_buffers(self, threads, ho, wo):
         """Per-thread (padded flat image, cols_t, wide output or gradient) buffers."""
         kh, kw = self.kernel_size
         wp = wo + kw - 1
-        return (self._buffer("xp", (threads, (ho + kh - 1) * wp + kw)),
-                self._buffer("cols_t", (threads, kh * kw, ho * wp)),
+        return (self._buffer("xp", (threads, self.in_channels, (ho + kh - 1) * wp + kw)),
+                self._buffer("cols_t", (threads, kh * kw * self.in_channels, ho * wp)),
                 self._buffer("wide", (threads, ho * wp, self.out_channels)))
 
     def _buffer(self, name, shape):

@@ -136,13 +136,14 @@ def test_avg_pool_matches_naive(rng, dtype, factor):
                                                    (8, 6, (3, 2), "valid"), (1, 1, 3, "same"),
                                                    (5, 5, 1, "valid")])
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_one_channel_wide_path_matches_naive(rng, h, w, kernel, padding, activation):
-    # C_in = 1 and stride 1 take kernels.conv_forward_wide / conv_backward_wide.
-    layer = Conv2D(1, 5, kernel, padding=padding, activation=activation, rng=rng,
+@pytest.mark.parametrize("c_in", [1, 3])
+def test_wide_path_matches_naive(rng, h, w, kernel, padding, activation, c_in):
+    # Stride 1 and few input channels take kernels.conv_forward_wide / conv_backward_wide.
+    layer = Conv2D(c_in, 5, kernel, padding=padding, activation=activation, rng=rng,
                    dtype=np.float64)
     assert layer._wide()
     layer.params["b"][:] = rng.standard_normal(5)
-    x = rng.standard_normal((3, h, w, 1))
+    x = rng.standard_normal((3, h, w, c_in))
     out = layer.forward(x)
     want = kernels.conv2d_naive(x, layer.params["W"], layer.params["b"], 1, padding)
     if activation == "relu":
