@@ -45,6 +45,23 @@ def test_col2im_check(capsys):
     with pytest.raises(AssertionError, match="expected dx of shape"):
         nb01.check_col2im(lambda dcols, x_shape, *a: np.zeros(dcols.shape))
 
+    def no_border_check(dcols, x_shape, kh, kw, stride, padding):
+        # Another slip: writes the padding's share into pixels that do not exist.
+        from npskip.kernels import conv_output_shape
+        n, h, w, c = x_shape
+        ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
+        dx = np.zeros(x_shape)
+        for b in range(n):
+            for oy in range(ho):
+                for ox in range(wo):
+                    win = dcols[(b * ho + oy) * wo + ox].reshape(kh, kw, c)
+                    for i in range(kh):
+                        for j in range(kw):
+                            dx[b, oy * stride - pt + i, ox * stride - pl + j] += win[i, j]
+        return dx
+    with pytest.raises(AssertionError, match="only the pixels with 0 <= row < H"):
+        nb01.check_col2im(no_border_check)
+
 
 def test_dense_backward_check(capsys):
     nb01.check_dense_backward(sol01.dense_backward)

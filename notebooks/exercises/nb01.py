@@ -50,7 +50,13 @@ def check_col2im(col2im):
         cols, _, _ = kernels.im2col_naive(x, kh, kw, stride, padding)
         dcols = rng.standard_normal(cols.shape)
         keep = dcols.copy()
-        skipped, dx = _not_attempted(col2im, dcols, x_shape, kh, kw, stride, padding)
+        try:
+            skipped, dx = _not_attempted(col2im, dcols, x_shape, kh, kw, stride, padding)
+        except IndexError as error:
+            raise AssertionError(
+                f"{case}: your col2im raised IndexError: {error}. A window can hang over the "
+                f"border: only the pixels with 0 <= row < H and 0 <= column < W exist (the rest "
+                f"is padding, whose gradient is dropped)") from error
         if skipped:
             return
         dx = np.asarray(dx)
@@ -112,7 +118,7 @@ def check_dense_backward(dense_backward):
         print(f"not attempted yet: write {dense_backward.__name__} in the cell above, then rerun "
               f"this cell")
         return
-    except Exception as error:    # a shape mismatch in a product, most often
+    except ValueError as error:    # numpy's word for a product whose shapes do not fit
         raise AssertionError(
             f"{dense_backward.__name__}(x (1, 2), W (2, 3), dout (1, 3)) raised "
             f"{type(error).__name__}: {error}. Write each gradient's shape under it first: dx "
