@@ -34,6 +34,10 @@ def main(argv=None):
         except DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            # what was downloaded sits in <name>.part, and the next run resumes from it
+            print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
+            return 130
         for path, downloaded in results:
             print(f"{name}: {path} ({'downloaded and verified' if downloaded else 'verified, already present'})")
     return 0

@@ -136,23 +136,24 @@ def seed_folders(out):
 
 
 def check_other_seeds(out, config, fresh):
-    """Refuse (or, with fresh, start afresh) seed folders of ``out`` made with other
-    settings: one report must never average two configurations."""
+    """Refuse seed folders of ``out`` made with other settings (one report must never
+    average two configurations), or, with fresh, start every seed folder afresh."""
     from .pipeline import NOT_RECORDED, config_dict
     ours = {k: v for k, v in config_dict(config).items() if k not in NOT_RECORDED}
     problems = []
     for seed, folder in seed_folders(out).items():
         path = folder / "settings.json"
+        if fresh:
+            with FolderLock(folder):          # not while another run works in it
+                wipe(folder)
+            continue
         if not path.exists():
             continue                          # SeedRun judges folders without a record
         theirs = dict(read_json(path, "delete it, or start afresh with --fresh")
                       .get("settings", {}))
         theirs.pop("seed", None)
         diff = differences(theirs, ours)
-        if diff and fresh:
-            with FolderLock(folder):
-                wipe(folder)
-        elif diff:
+        if diff:
             problems.append(f"{folder}:\n    " + "\n    ".join(diff))
     if problems:
         raise RunFolderError(f"{out} holds seeds made with other settings:\n  "

@@ -443,3 +443,14 @@ def test_crafted_cifar_archive_is_refused(cifar_mirror, tmp_path, extra, message
         fetch("cifar100", data_dir=dest, mirror=root.as_uri())
     assert not (dest / "cifar100" / "cifar-100-binary").exists()
     assert not (tmp_path / "evil.txt").exists() and not (dest / "evil.txt").exists()
+
+
+def test_data_fetch_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    sys.path.insert(0, str(REPO))
+    import data_fetch
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(data_fetch, "fetch", interrupted)
+    assert data_fetch.main(["mnist"]) == 130
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err

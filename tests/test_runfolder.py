@@ -184,13 +184,15 @@ def test_rerun_with_other_settings_is_refused_naming_them(argv, named, run_copy,
 
 
 def test_fresh_starts_the_folder_afresh(run_copy, data_dir, capsys):
+    shutil.copytree(run_copy / "seed0", run_copy / "seed3")     # another finished seed
     args = [a for a in TINY if a not in ("--epochs", "1")]
     rc, out, err = npskip("reproduce", *args, "--epochs", "2", "--fresh", "--out", run_copy,
                           data_dir=data_dir, capsys=capsys)
     assert rc == 0, err
     assert ran(out) == PAPER_STAGES
     results = json.loads((run_copy / "results.json").read_text())
-    assert results["config"]["epochs"] == 2
+    assert results["config"]["epochs"] == 2 and results["seeds"] == [0]
+    assert not [p for p in (run_copy / "seed3").iterdir() if p.suffix in (".json", ".npz")]
     assert len(json.loads((run_copy / "seed0" / "cnn1.json").read_text())["history"]["loss"]) == 2
     assert json.loads((run_copy / "seed0" / "settings.json").read_text())["settings"]["epochs"] == 2
 
