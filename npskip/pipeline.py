@@ -394,6 +394,14 @@ class SeedRun:
         r = self.arrays("ranking.npz")
         idx, routes = r["indices"], r["labels"]
         split = stratified_split(routes, seed=self.seed)
+        if min(len(s) for s in split) == 0:
+            # too few ranked images to train, validate and test CNN2 and CNN3-paper on
+            sizes = "/".join(str(len(s)) for s in split)
+            raise ConfigError("top", self.config.top,
+                              f"more labelled images: the first {self.config.maps} maps x top "
+                              f"{self.config.top} gave {len(idx)} unique images, split "
+                              f"{sizes} (train/validation/test), and each split needs one; "
+                              f"raise --top-images, --maps or --limit")
         return self.x_tr[idx], self.y_tr[idx], routes, split
 
     def run_cnn2(self):

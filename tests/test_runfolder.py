@@ -148,6 +148,14 @@ def test_train_refuses_zero_epochs_and_a_negative_seed(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
+def test_too_few_labelled_images_for_cnn2_is_a_message(tmp_path, data_dir, capsys):
+    rc, _, err = npskip("reproduce", "--limit", "5", "--maps", "1", "--top-images", "1",
+                        "--epochs", "1", "--router", "none", "--no-progress", "--out",
+                        tmp_path / "run", data_dir=data_dir, capsys=capsys)
+    assert rc == 2 and "argument --top-images: expected more labelled images" in err, err
+    assert "raise --top-images, --maps or --limit" in err
+
+
 def test_fit_refuses_zero_epochs_and_writes_nothing(rng, tmp_path):
     x, y = rng.random((8, 6, 6, 1), dtype=np.float32), rng.integers(0, 2, 8)
     with pytest.raises(ValueError, match="epochs: expected an integer >= 1, received 0"):
