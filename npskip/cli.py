@@ -22,7 +22,7 @@ from pathlib import Path
 from . import checkpoint, extension
 from .data import DATASETS
 from .download import DataError
-from .pipeline import Config, ConfigError, SeedRun, load_data
+from .pipeline import NOT_RECORDED, Config, ConfigError, SeedRun, config_dict, load_data
 from .report import STAGES, write_report
 from .runfolder import FolderLock, RunFolderError, differences, read_json, wipe
 
@@ -138,7 +138,6 @@ def seed_folders(out):
 def check_other_seeds(out, config, fresh):
     """Refuse seed folders of ``out`` made with other settings (one report must never
     average two configurations), or, with fresh, start every seed folder afresh."""
-    from .pipeline import NOT_RECORDED, config_dict
     ours = {k: v for k, v in config_dict(config).items() if k not in NOT_RECORDED}
     problems = []
     for seed, folder in seed_folders(out).items():

@@ -8,13 +8,11 @@ what is tested is the bookkeeping, not the numbers.
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
