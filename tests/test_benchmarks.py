@@ -12,7 +12,7 @@ def test_benchmarks_quick_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
                           "--json", str(out), "--mix-from", str(tmp_path / "none.json")],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
     figures = json.loads(out.read_text())
     for key in ("train_ratio_vs_torch", "infer_ratio_vs_torch", "peak_step_bytes"):
