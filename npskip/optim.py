@@ -89,6 +89,11 @@ class RMSprop:
                 v = self.state.get(id(w))
                 if v is None:
                     v = self.state[id(w)] = np.zeros_like(w)
+                if not (w.flags.c_contiguous and g.flags.c_contiguous and v.flags.c_contiguous
+                        and w.dtype == g.dtype == v.dtype):
+                    # the flat views below would be copies, and the update would be lost
+                    rmsprop_update_plain(w, g, v, self.lr, self.rho, self.eps)
+                    continue
                 f = w.dtype.type       # scalars in the parameter's precision, as NumPy would
                 args = (w.reshape(-1), g.reshape(-1), v.reshape(-1), f(self.lr), f(self.rho),
                         f(1 - self.rho), f(self.eps))

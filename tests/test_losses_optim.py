@@ -152,6 +152,17 @@ def test_fused_rmsprop_matches_its_plain_twin_bit_for_bit(rng, dtype):
             np.testing.assert_array_equal(fused, v2)
 
 
+def test_rmsprop_updates_non_contiguous_parameters_in_place(rng):
+    # A strided parameter cannot be flattened without a copy; the plain rule updates it.
+    layer = Dense(4, 3, rng=rng)
+    base = np.asfortranarray(layer.params["W"])
+    layer.params["W"] = base
+    layer.grads["W"][:] = 1.0
+    before = base.copy()
+    RMSprop().step([layer])
+    assert layer.params["W"] is base and np.all(base < before)
+
+
 def test_rmsprop_rejects_bad_settings():
     with pytest.raises(ValueError, match="lr > 0"):
         RMSprop(lr=0)
