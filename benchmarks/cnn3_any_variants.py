@@ -45,6 +45,7 @@ WAYS = {
     "full_half": {"any_route_weights": (0.25, 0.25, 0.5)},
     "init_cnn1": {"any_init": "cnn1"},
     "init_cnn1_distill": {"any_init": "cnn1", "any_distill_weight": 0.7, "any_temperature": 4.0},
+    "init_cnn1_full_half": {"any_init": "cnn1", "any_route_weights": (0.25, 0.25, 0.5)},
 }
 
 
@@ -99,6 +100,7 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--mirror", default=None)
     p.add_argument("--curve", action="store_true", help="also run the curve stage")
+    p.add_argument("--summary", default="summary.json", help="file name in --out for the figures")
     args = p.parse_args(argv)
     out = Path(args.out)
     summary = {"settings": vars(args), "runs": {}}
@@ -148,7 +150,7 @@ def main(argv=None):
                 f" (test); full - CNN1: val {100 * d[0]['mean']:+.2f} ± {100 * d[0]['se']:.2f}, "
                 f"test {100 * d[1]['mean']:+.2f} ± {100 * d[1]['se']:.2f} points "
                 f"({time.perf_counter() - start:.0f} s)")
-            (out / "summary.json").write_text(json.dumps(summary, indent=1))
+            (out / args.summary).write_text(json.dumps(summary, indent=1))
     return 0
 
 

@@ -4,7 +4,7 @@ inference path, per-epoch random routes in training, and the report's verdict.""
 import numpy as np
 import pytest
 
-from npskip.losses import softmax
+from npskip.losses import distillation_loss, softmax, softmax_cross_entropy
 from npskip.model import SkipCNN
 from npskip.optim import RMSprop
 from npskip.report_extension import meets_target
@@ -88,6 +88,28 @@ def test_fit_draws_routes_per_epoch(rng):
         np.testing.assert_array_equal(a.params["W"], b.params["W"])
     with pytest.raises(ValueError, match=r"routes\(0\): expected shape \(30,\)"):
         fit(model, x, y, routes=lambda e: np.zeros(5, dtype=int), epochs=1, progress=False)
+
+
+def test_fit_with_a_loss_hook(rng):
+    # the hook gets each batch's positions: plain cross-entropy through it trains
+    # bit for bit like the default, and distillation with weight 0 is the same loss
+    x = rng.random((30, 6, 6, 1), dtype=np.float32)
+    y = rng.integers(0, 3, 30)
+    teacher = rng.standard_normal((30, 3)).astype(np.float32)
+    seen = []
+
+    def hook(logits, idx):
+        seen.append(np.array(idx))
+        return softmax_cross_entropy(logits, y[idx])
+    models = [SkipCNN((6, 6, 1), 3, widths=(10, 10, 12), seed=1) for _ in range(3)]
+    fit(models[0], x, y, epochs=2, batch_size=8, progress=False)
+    fit(models[1], x, y, epochs=2, batch_size=8, progress=False, loss=hook)
+    fit(models[2], x, y, epochs=2, batch_size=8, progress=False,
+        loss=lambda z, idx: distillation_loss(z, y[idx], teacher[idx], 4.0, 0.0))
+    for other in models[1:]:
+        for a, b in zip(models[0].layers, other.layers):
+            np.testing.assert_array_equal(a.params["W"], b.params["W"])
+    assert sorted(np.concatenate(seen[:4]).tolist()) == list(range(30))   # epoch 1: all once
 
 
 def test_cheap_routed_predict_equals_each_image_on_its_route(rng):
