@@ -110,7 +110,7 @@ class Config:
     router: str = "small"            # "small" (SkipCNN on 2x-pooled images), "full" (CNN2's size), "none"
     router_widths: tuple = (8, 16)
     label_confidence: float = 0.9
-    # The operating point (npskip.extension.choose_operating_point): a threshold is taken
+    # The operating point (npskip.selection.choose_operating_point): a threshold is taken
     # only if the upper confidence bound (one-sided, this confidence) of its accuracy loss
     # against CNN1, paired on the validation images, is within the tolerance.
     operating_tolerance: float = 0.002
