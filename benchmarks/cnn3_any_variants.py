@@ -13,10 +13,10 @@ and test (10,000) are the full splits, so the differences have a chance of showi
 Printed and written to ``<out>/summary.json``, per seed and way: CNN3-any's accuracy
 on each route, and its full route against CNN1 image by image (the paired
 difference, its standard error and the discordant counts), on validation and test.
-Then the selection rule (npskip.selection) on validation, with multiply-adds standing
-in for its wall-clock guard, and what its choice does on the test set; with
-``--curve`` the curve stage runs instead, timing included (a busy machine's timings
-say little).
+Then the selection rule (npskip.selection) on validation, as the curve stage applies
+it (its guard predicts the wall-clock from multiply-adds, so no timing is needed),
+and what its choice does on the test set; with ``--curve`` the curve stage itself
+runs instead, timing included (a busy machine's timings say little).
 """
 
 import argparse
@@ -57,9 +57,10 @@ def seed_data(dataset, seed, limit, data_dir, mirror):
 
 
 def rule_without_timing(run, right1):
-    """npskip.selection's rule on this run, with multiply-adds standing in for the
-    wall-clock (a busy machine's timings say little): what its accuracy evidence
-    accepts on validation, and what the chosen point then does on the test set."""
+    """npskip.selection's rule on this run, without timing (its guard predicts the
+    wall-clock; the measured column is filled with the multiply-adds and not used):
+    what its accuracy evidence accepts on validation, and what the chosen point then
+    does on the test set."""
     cfg, b = run.config, extension.behaviour(run)
     cnn3, router = run.model("cnn3_any"), run.model(f"router_{extension.suffix(cfg)}")
     full = run.model("cnn1").flops()["total"]
@@ -142,7 +143,7 @@ def main(argv=None):
             d = row["full_minus_cnn1_val"], row["full_minus_cnn1_test"]
             r = row.get("rule_without_timing")
             if r is not None:
-                log(f"seed {seed} {way:>18s}: rule (multiply-adds for wall-clock) -> "
+                log(f"seed {seed} {way:>18s}: rule -> "
                     f"t = {r['threshold']}, test - CNN1 {100 * r['test_minus_cnn1']['mean']:+.2f} "
                     f"points at {r['flops_fraction']:.3f} of the multiply-adds; accepted t: "
                     f"{r['accepted']}")

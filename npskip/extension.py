@@ -257,7 +257,8 @@ def run_curve(run):
 def evidence_columns(evidence):
     """choose_operating_point's per-threshold records as one list per field (so that
     results.json can average them over seeds like the curve's own lists)."""
-    cols = {k: [e[k] for e in evidence] for k in ("threshold", "accepted", "cheaper")}
+    cols = {k: [e[k] for e in evidence] for k in ("threshold", "accepted", "cheaper",
+                                                  "modelled_wall_fraction")}
     for k in ("mean", "se", "loss_upper", "a_only", "b_only"):
         cols["routed_minus_cnn1_" + k if k in ("mean", "se") else k] = \
             [e["paired_difference"][k] for e in evidence]

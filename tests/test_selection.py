@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from npskip.selection import WALL_LIMIT, choose_operating_point
+from npskip.selection import WALL_LIMIT, choose_operating_point, modelled_wall
 from npskip.stats import normal_quantile, paired_difference
 
 
@@ -85,7 +85,8 @@ def test_the_rule_takes_the_cheapest_point_its_evidence_supports():
     # index 5 loses nothing, with about 12 + 12 discordant images: bound about 0.13 points
     ev = out["evidence"]
     bounds = [e["paired_difference"]["loss_upper"] for e in ev]
-    ok = [i for i, u in enumerate(bounds) if u <= 0.002 and wall[i] <= WALL_LIMIT]
+    ok = [i for i, u in enumerate(bounds) if u <= 0.002 and modelled_wall(flops[i]) <= WALL_LIMIT
+          and flops[i] < 1]
     assert out["index"] == min(ok, key=lambda i: flops[i])
     assert out["threshold"] == t[out["index"]]
     assert all(ev[i]["accepted"] == (bounds[i] <= 0.002) for i in range(len(t)))
@@ -108,25 +109,31 @@ def test_the_bound_is_what_decides_not_the_point_estimate():
 
 
 def test_the_rule_falls_back_to_cnn1_when_no_accepted_point_is_cheaper():
-    t, right, cnn1, flops, _ = synthetic()
-    slow = np.full(len(t), 1.02)
-    slow[:3] = 0.5                    # only the points that lose too much are fast
-    out = choose_operating_point(t, right, cnn1, flops, slow, tolerance=0.002)
+    t, right, cnn1, _, wall = synthetic()
+    # the points within the tolerance (the last two) need 0.7 and 1.05 of CNN1's
+    # multiply-adds: predicted 0.92 and 1.23 of its time, over the 0.9 limit
+    flops = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.05])
+    assert modelled_wall(0.7) > WALL_LIMIT >= modelled_wall(0.675)
+    out = choose_operating_point(t, right, cnn1, flops, wall, tolerance=0.002)
+    assert out["evidence"][5]["accepted"] and not out["evidence"][5]["cheaper"]
     assert out["index"] is None and out["threshold"] is None
     assert "CNN1 is used" in out["decision"] and "wall-clock" in out["decision"]
-    # a point just under CNN1's time but above the guard's margin is not taken either
-    out = choose_operating_point(t, right, cnn1, flops, np.full(len(t), 0.95))
-    assert out["index"] is None
-    # nor the full route with the router on top (more multiply-adds than CNN1), even
-    # when a noisy timing makes it look fast
-    fast = np.full(len(t), 0.5)
-    fast[:-1] = 0.95
-    out = choose_operating_point(t, right, cnn1, flops, fast)
-    assert out["evidence"][-1]["accepted"] and out["index"] is None
+    # the full route with the router on top (more multiply-adds than CNN1) is never
+    # cheaper, whatever a noisy timing says, nor under a looser wall limit
+    out = choose_operating_point(t, right, cnn1, flops, np.full(len(t), 0.3), wall_limit=2.0)
+    assert out["evidence"][-1]["accepted"] and not out["evidence"][-1]["cheaper"]
+    assert out["index"] == 5
     # and when nothing is within the tolerance, it says that instead
     t, right, cnn1, flops, wall = synthetic(losses=(0.05, 0.02, 0.01))
     out = choose_operating_point(t, right, cnn1, flops, wall)
     assert out["index"] is None and "no threshold's accuracy loss" in out["decision"]
+
+
+def test_the_cost_model_matches_the_measurements_it_was_fitted_to():
+    # README, Speed (the small router's route mixes) and Results (MNIST curve points)
+    flops = [0.084, 0.397, 0.508, 1.043, 0.991, 0.199, 0.245, 0.350, 0.477]
+    wall = [0.354, 0.688, 0.759, 1.193, 1.194, 0.49, 0.53, 0.58, 0.69]
+    assert np.max(np.abs(modelled_wall(flops) - wall)) < 0.04
 
 
 def test_the_rule_is_given_validation_data_only():
@@ -137,15 +144,18 @@ def test_the_rule_is_given_validation_data_only():
     assert "validation" in doc and "test" not in doc.lower()
 
 
-def test_the_choice_is_reproducible_and_survives_timing_noise(rng):
+def test_the_choice_is_reproducible_and_ignores_timing_noise(rng):
     t, right, cnn1, flops, wall = synthetic(losses=(0.02, 0.004, 0.0, 0.0, -0.001))
     first = choose_operating_point(t, right, cnn1, flops, wall)
     again = choose_operating_point(t.copy(), right.copy(), cnn1.copy(), flops.copy(), wall.copy())
     assert first == again and first["index"] is not None
-    # remeasured wall-clock moves by +-5% between reruns here: the choice does not flip
-    for _ in range(50):
-        noisy = wall * rng.uniform(0.95, 1.05, len(wall))
-        assert choose_operating_point(t, right, cnn1, flops, noisy)["index"] == first["index"]
+    # remeasured wall-clock moved by up to 1.4 of CNN1's time between reruns on the
+    # busy build machine: the measured times are recorded, not decided on
+    for _ in range(20):
+        noisy = wall * rng.uniform(0.3, 2.0, len(wall))
+        out = choose_operating_point(t, right, cnn1, flops, noisy)
+        assert out["index"] == first["index"]
+        assert [e["measured_wall_fraction"] for e in out["evidence"]] == noisy.tolist()
 
 
 def test_the_rule_names_bad_input():
