@@ -130,7 +130,8 @@ def test_the_rule_falls_back_to_cnn1_when_no_accepted_point_is_cheaper():
 
 
 def test_the_cost_model_matches_the_measurements_it_was_fitted_to():
-    # README, Speed (the small router's route mixes) and Results (MNIST curve points)
+    # the idle machine, code before the router's pooling kernel: the small router's
+    # five route mixes, and the MNIST curve points of the README's Results
     flops = [0.084, 0.397, 0.508, 1.043, 0.991, 0.199, 0.245, 0.350, 0.477]
     wall = [0.354, 0.688, 0.759, 1.193, 1.194, 0.49, 0.53, 0.58, 0.69]
     assert np.max(np.abs(modelled_wall(flops) - wall)) < 0.04
