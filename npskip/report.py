@@ -83,6 +83,10 @@ def summarize(config, per_seed):
         for key in [k for k in flats[0] if all(k in f for f in flats)]:
             values = [f[key] for f in flats]
             try:
+                # None is not a number (NumPy would make it NaN): e.g. the threshold of
+                # a seed whose operating point fell back to CNN1
+                if any(v is None for v in values):
+                    raise TypeError("None among the values")
                 arr = np.array(values, dtype=np.float64)
             except (TypeError, ValueError):
                 # words (a label name, a note): kept if every seed agrees, else listed

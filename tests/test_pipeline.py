@@ -215,4 +215,9 @@ def test_summary_leaves_out_figures_some_seeds_lack():
     assert results["cnn1"]["test_accuracy"] == pytest.approx(0.985)
     assert "extension" not in results                 # seed 1 has none: not averaged over seed 0
     assert results["tag"] == ["a", "b"]               # words that differ are listed, not picked
+    # None (a fallback's threshold) is neither averaged nor turned into NaN
+    per_seed[0]["t"], per_seed[1]["t"] = None, 0.5
+    per_seed[0]["u"], per_seed[1]["u"] = None, None
+    results = summarize(Config(seeds=[0, 1]), per_seed)
+    assert results["t"] == [None, 0.5] and results["u"] is None
     assert results["per_seed"]["0"]["extension"]["router"]["test_accuracy"] == 0.9
