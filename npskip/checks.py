@@ -56,3 +56,24 @@ def _shape_hint(ndim, last_dim):
     if ndim == 4:
         dims[1:3] = ["H", "W"]
     return " (" + ", ".join(dims) + ")"
+
+
+class ConfigError(ValueError):
+    """A setting out of its range: names the setting, the value and what is allowed."""
+
+    def __init__(self, name, value, expected):
+        self.name, self.value, self.expected = name, value, expected
+        super().__init__(f"{name}: expected {expected}, received {value!r}")
+
+
+def is_int(v):
+    """True for Python and NumPy integers, False for bools (True is not an epoch count)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_int(name, value, low, high=None):
+    """``value`` as an int in low..high (high None: no upper bound), else ConfigError."""
+    if not is_int(value) or value < low or (high is not None and value > high):
+        raise ConfigError(name, value, f"an integer >= {low}" if high is None
+                          else f"an integer in {low}..{high}")
+    return int(value)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
+from .checks import ConfigError, check_int, is_int
 from .data import DATASETS, as_float32, load
 from .runfolder import FolderLock, RunFolderError, check_settings, data_identity, read_json, \
     sha256_file
@@ -42,28 +43,8 @@ PAPER = {"cnn1_test_accuracy": 0.98, "cnn2_test_accuracy": 0.62,
          "cnn3_test_accuracy": "close to 1.00", "efficiency": "improved (not measured)"}
 
 
-class ConfigError(ValueError):
-    """A setting out of its range: names the setting, the value and what is allowed."""
-
-    def __init__(self, name, value, expected):
-        self.name, self.value, self.expected = name, value, expected
-        super().__init__(f"{name}: expected {expected}, received {value!r}")
-
-
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def _is_real(v):
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def check_int(name, value, low, high=None):
-    """``value`` as an int in low..high (high None: no upper bound), else ConfigError."""
-    if not _is_int(value) or value < low or (high is not None and value > high):
-        raise ConfigError(name, value, f"an integer >= {low}" if high is None
-                          else f"an integer in {low}..{high}")
-    return int(value)
 
 
 def check_fraction(name, value, high_closed=False):
@@ -82,7 +63,7 @@ def check_widths(name, value, least):
         widths = tuple(value)
     except TypeError:
         widths = None
-    if not widths or len(widths) < least or not all(_is_int(w) and w >= 1 for w in widths):
+    if not widths or len(widths) < least or not all(is_int(w) and w >= 1 for w in widths):
         need = "at least two positive integers (one layer leaves nothing to skip)" \
             if least == 2 else f"at least {least} positive integer(s)"
         raise ConfigError(name, value, need)

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint
-from .checks import check_array, check_finite
+from .checks import check_array, check_finite, check_int
 from .losses import softmax_cross_entropy
 from .optim import RMSprop
 
@@ -31,12 +31,6 @@ def _check_data(model, x, y, routes, name):
         raise ValueError(f"{name} routes: expected shape ({len(x)},), received {np.shape(routes)}")
     check_finite(x, f"{name} images")
     return y
-
-
-def _check_epochs(epochs):
-    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs: expected an integer >= 1, received {epochs!r}")
-    return int(epochs)
 
 
 def train_epoch(model, optimizer, x, y, routes, batch_size, rng, progress=None, loss_fn=None):
@@ -84,10 +78,8 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
     Returns {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}: one entry per epoch.
     """
     loss_fn = loss                      # the name `loss` is the epoch's mean loss below
-    epochs = _check_epochs(epochs)
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, received {batch_size!r}")
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     y = _check_data(model, x, y, routes, "training")
     if validation_data is not None:
         x_val, y_val, *r_val = validation_data
@@ -135,7 +127,7 @@ def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, made_f
     replaces the bar. Returns (model, history).
     """
     path = Path(path)
-    epochs = _check_epochs(epochs)
+    epochs = check_int("epochs", epochs, 1)
     optimizer, history = RMSprop(), None
     if path.exists():
         try:
