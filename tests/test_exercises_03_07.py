@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))   # the notebooks import `from exercises import nb03`
@@ -114,6 +115,47 @@ def test_nb06_cost_with_router(capsys):
         per_route = np.array([model.flops(r)["total"] for r in range(model.depth)])
         return np.dot(counts, per_route) / np.sum(counts) / model.flops()["total"]
     fails(ex6.check_cost_with_router, router_left_out)
+
+
+def test_nb06_cifar_record(capsys):
+    passes(ex6.check_cifar_record, sol6.cifar_record, capsys=capsys)
+
+    def interleaved(record):          # reads the pixels as R G B R G B ..., not as planes
+        return record[2:].reshape(32, 32, 3), int(record[0]), int(record[1])
+
+    def fine_first(record):           # swaps the two label bytes
+        image, coarse, fine = sol6.cifar_record(record)
+        return image, fine, coarse
+
+    def columns_first(record):        # moves the channels last but swaps rows and columns
+        return record[2:].reshape(3, 32, 32).T, int(record[0]), int(record[1])
+    with pytest.raises(AssertionError, match="three planes"):
+        ex6.check_cifar_record(interleaved)
+    with pytest.raises(AssertionError, match="first byte is the coarse"):
+        ex6.check_cifar_record(fine_first)
+    with pytest.raises(AssertionError, match="rows and columns are swapped"):
+        ex6.check_cifar_record(columns_first)
+
+
+def test_nb06_seed_gap(capsys):
+    passes(ex6.check_seed_gap, sol6.seed_gap, capsys=capsys)
+
+    def normal_quantile(a, b):        # 1.96, right for many samples, not for three seeds
+        d = np.subtract(a, b)
+        se = d.std(ddof=1) / np.sqrt(len(d))
+        return d.mean(), d.mean() - 1.96 * se, d.mean() + 1.96 * se
+
+    def unpaired(a, b):               # ignores that the seeds pair the two networks
+        d = np.subtract(a, b)
+        se = np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+        half = stats.t.ppf(0.975, len(d) - 1) * se
+        return d.mean(), d.mean() - half, d.mean() + half
+    with pytest.raises(AssertionError, match="Student's t"):
+        ex6.check_seed_gap(normal_quantile)
+    with pytest.raises(AssertionError, match="seeds pair"):
+        ex6.check_seed_gap(unpaired)
+    ex6.check_seed_gap(not_written)
+    assert "not written yet" in capsys.readouterr().out
 
 
 # -- notebook 7 -------------------------------------------------------------
