@@ -43,7 +43,8 @@ FLAGS = {"dataset": "--dataset", "epochs": "--epochs", "batch_size": "--batch-si
          "widths": "--widths", "maps": "--maps", "top": "--top-images",
          "val_fraction": "--val-fraction", "limit": "--limit", "seeds": "--seeds",
          "labels": "--labels", "router": "--router", "label_confidence": "--label-confidence",
-         "any_init": "--any-init", "any_distill_weight": "--any-distill-weight"}
+         "any_init": "--any-init", "any_distill_weight": "--any-distill-weight",
+         "exit_epochs": "--exit-epochs", "exit_hidden": "--exit-hidden"}
 
 
 def unit_interval(text):
@@ -86,8 +87,9 @@ def make_config(args, seeds):
                       labels=getattr(args, "labels", "behaviour"),
                       router=getattr(args, "router", "none"),
                       label_confidence=getattr(args, "label_confidence", 0.9),
-                      **{k: getattr(args, k) for k in ("any_init", "any_distill_weight")
-                         if hasattr(args, k)})
+                      **{k: getattr(args, k) for k in ("any_init", "any_distill_weight",
+                                                       "exit_epochs", "exit_hidden")
+                         if getattr(args, k, None) is not None})
     except ConfigError as e:
         flag = "--seed" if e.name == "seeds" and args.command == "train" else FLAGS[e.name]
         args.parser.error(f"argument {flag}: expected {e.expected}, received {shown(e.value)}")
@@ -174,6 +176,8 @@ def cmd_reproduce(args):
         args.limit = args.limit or QUICK["limit"]
         args.epochs = QUICK["epochs"] if args.epochs is None else args.epochs
     args.epochs = 20 if args.epochs is None else args.epochs
+    if args.quick and args.exit_epochs is None:
+        args.exit_epochs = QUICK["epochs"]
     config = make_config(args, args.seeds)
     out = folder_path(args.out, f"runs/reproduce-{args.dataset}" + ("-quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
@@ -244,9 +248,17 @@ def main(argv=None):
     p.add_argument("--labels", choices=("behaviour", "activation"), default="behaviour",
                    help="beyond the paper: route labels for the cheap router, from CNN3-any's "
                         "behaviour (default) or the paper's activation ranking")
-    p.add_argument("--router", choices=("small", "full", "none"), default="small",
-                   help="beyond the paper: 'small' (a SkipCNN on 2x-pooled images, a few %% "
-                        "of CNN1's cost; default), 'full' (CNN2's size), or 'none' (paper only)")
+    p.add_argument("--router", choices=("exit", "small", "full", "none"), default="exit",
+                   help="beyond the paper: 'exit' (CNN1 with an exit head after each conv "
+                        "layer but the last; each image leaves at the first confident one; "
+                        "default), 'small' (a SkipCNN on 2x-pooled images in front of CNN3-any), "
+                        "'full' (the same at CNN2's size), or 'none' (paper only)")
+    p.add_argument("--exit-epochs", type=int, default=None,
+                   help=f"epochs of the exit heads' training (default {Config.exit_epochs}; "
+                        f"--quick: {QUICK['epochs']})")
+    p.add_argument("--exit-hidden", type=int, default=None,
+                   help=f"hidden units of each exit head, 0 for one dense layer (default "
+                        f"{Config.exit_hidden})")
     p.add_argument("--label-confidence", type=float, default=0.9,
                    help="behaviour labels: the cheapest route giving the true class at least "
                         "this probability (default 0.9)")

@@ -1,5 +1,13 @@
 """Beyond the paper, as resumable stages in a seed's run folder (after the paper's own).
 
+With ``router="exit"`` (the default):
+
+    exits              exit heads on CNN1's conv layers, CNN1 frozen (npskip.exits)
+    curve_exit         the threshold knob swept on the test set, as below; each image
+                       leaves at the first head whose top probability reaches t
+
+With a router ("small" or "full"):
+
     cnn3_any           CNN3 trained with a fresh random route per sample each epoch,
                        so that every route classifies well
     behaviour          CNN3-any's class probabilities on every route for the training,
@@ -20,6 +28,7 @@ import time
 
 import numpy as np
 
+from .exits import EXIT_THRESHOLDS, ExitCNN, exit_routes, train_heads
 from .model import SkipCNN
 from .pipeline import STAGE_SETTINGS, accuracy_record, save_arrays
 from .routing import (behaviour_labels, cheap_routed_predict, cheapest, downsample,
@@ -39,7 +48,8 @@ TARGET = {"accuracy_gap": 0.002, "flops_fraction": 0.4, "wall_fraction": 0.55}
 
 
 def suffix(config):
-    return f"{config.labels}_{config.router}"
+    """What the router and curve stages' names carry: "exit", or labels and router."""
+    return "exit" if config.router == "exit" else f"{config.labels}_{config.router}"
 
 
 def uses_cnn1(config):
@@ -187,71 +197,90 @@ def run_curve(run):
         r_flops = router_flops(cfg, router, run.input_shape)
         p_val = softmax(predict(router, router_input(cfg, run.x_val)))
         p_te = softmax(predict(router, router_input(cfg, run.x_te)))
-        rng = np.random.default_rng([run.seed, 6])
-        n, n_val = len(run.y_te), len(run.y_val)
-        curve = {k: [] for k in ("threshold", "test_accuracy", "flops_fraction", "val_accuracy",
-                                 "val_flops_fraction", "random_test_accuracy", "route_counts")}
-        val_right, test_right = [], []          # (T, N): the routed network right or not
-        for t in THRESHOLDS:
-            r_te, r_val = threshold_routes(p_te, t), threshold_routes(p_val, t)
-            right = b["right_test"][r_te, np.arange(n)]
-            rand = [b["right_test"][rng.permutation(r_te), np.arange(n)].mean()
-                    for _ in range(RANDOM_DRAWS)]
-            val_right.append(b["right_val"][r_val, np.arange(n_val)])
-            test_right.append(right)
-            curve["threshold"].append(t)
-            curve["test_accuracy"].append(float(right.mean()))
-            curve["flops_fraction"].append(float((cnn3.flops_per_image(r_te).mean() + r_flops)
-                                                 / full))
-            curve["val_accuracy"].append(float(val_right[-1].mean()))
-            curve["val_flops_fraction"].append(float((cnn3.flops_per_image(r_val).mean()
-                                                      + r_flops) / full))
-            curve["random_test_accuracy"].append(float(np.mean(rand)))
-            curve["route_counts"].append(np.bincount(r_te, minlength=cnn3.depth).tolist())
-        curve["wall_fraction"], t_cnn1 = time_curve(cnn1, router, cnn3, run.x_te, cfg)
-        # The guard's wall-clock is measured on the validation images, like the evidence.
-        curve["val_wall_fraction"], t_cnn1_val = time_curve(cnn1, router, cnn3, run.x_val, cfg)
-
-        cnn1_val_right = predict(cnn1, run.x_val).argmax(axis=1) == run.y_val
-        cnn1_test_right = predict(cnn1, run.x_te).argmax(axis=1) == run.y_te
-        # The rule sees validation arrays only (npskip.selection); the test set then
-        # reports what its choice does.
-        choice = choose_operating_point(THRESHOLDS, np.array(val_right), cnn1_val_right,
-                                        curve["val_flops_fraction"], curve["val_wall_fraction"],
-                                        cfg.operating_tolerance, cfg.operating_confidence)
-        point = operating_point(curve, choice, np.array(test_right), cnn1_test_right)
+        record = sweep(
+            run, THRESHOLDS, lambda t: threshold_routes(p_val, t),
+            lambda t: threshold_routes(p_te, t), b["right_val"], b["right_test"],
+            lambda routes, t: (cnn3.flops_per_image(routes) + r_flops) / full,
+            lambda x, t: cheap_routed_predict(router, cnn3, x, t, factor=pool_factor(cfg)), cnn1)
         # The same choice with the true class's probability as the per-image score: a
         # finer view of the chosen point's validation evidence (reported, not decided on).
-        if "p_true_val" in b and choice["index"] is not None:
-            r_val = threshold_routes(p_val, choice["threshold"])
+        choice = record["selection"]["threshold"]
+        if "p_true_val" in b and choice is not None:
+            n_val = len(run.y_val)
+            r_val = threshold_routes(p_val, choice)
             p1 = softmax(predict(cnn1, run.x_val))[np.arange(n_val), run.y_val]
-            point["val_p_true_difference"] = paired_difference(
+            record["operating_point"]["val_p_true_difference"] = paired_difference(
                 b["p_true_val"][r_val, np.arange(n_val)], p1, cfg.operating_confidence)
-        # the rule this replaces, for comparison: cheapest t whose validation accuracy
-        # (not paired) is within 0.1 points of CNN1's, no guard
-        cnn1_val = float(cnn1_val_right.mean())
-        found = pick_threshold(curve["val_accuracy"], curve["val_flops_fraction"], cnn1_val, 0.001)
-        previous = len(THRESHOLDS) - 1 if found is None else found
         oracle = cheapest(b["right_test"])
-        return {
-            "labels": cfg.labels, "router": cfg.router,
-            "router_flops_fraction": r_flops / full, "curve": curve,
-            "operating_point": point,
-            "selection": {"decision": choice["decision"], "threshold": choice["threshold"],
-                          "tolerance": cfg.operating_tolerance,
-                          "confidence": cfg.operating_confidence, "wall_limit": WALL_LIMIT,
-                          "evidence": evidence_columns(choice["evidence"])},
-            "previous_rule_point": {**{k: v[previous] for k, v in curve.items()},
-                                    "cnn1_val_accuracy": cnn1_val, "tolerance": 0.001,
-                                    "within_tolerance_on_val": found is not None},
-            "oracle": {"test_accuracy": float(b["right_test"][oracle, np.arange(n)].mean()),
-                       "flops_fraction": float(cnn3.flops_per_image(oracle).mean() / full)},
-            "wall_seconds_cnn1": t_cnn1, "wall_seconds_cnn1_val": t_cnn1_val,
-            "timed_images": n, "timed_val_images": n_val, "timing_repeats": cfg.timing_repeats,
-        }
+        return {"labels": cfg.labels, "router": cfg.router, "router_flops_fraction": r_flops / full,
+                **record,
+                "oracle": {"test_accuracy": float(b["right_test"][oracle, np.arange(len(oracle))]
+                                                  .mean()),
+                           "flops_fraction": float(cnn3.flops_per_image(oracle).mean() / full)}}
     return run.stage(name, go, inputs=["cnn1.npz", "cnn3_any.npz", "behaviour.npz",
                                        f"router_{suffix(run.config)}.npz"],
                      settings=STAGE_SETTINGS["curve"])
+
+
+def sweep(run, thresholds, routes_val, routes_test, right_val, right_test, flops_fraction,
+          routed, cnn1):
+    """The curve of a routing knob, its wall-clock, and the operating point chosen on
+    validation (shared by the router and the exit curves).
+
+    routes_val(t), routes_test(t): each image's route at threshold t; right_val,
+    right_test: (depth, N) bool, the routed network right on image i by route r;
+    flops_fraction(routes, t) -> (N,) multiply-adds per image against CNN1's, routing
+    included; routed(x, t): the deployed path on images x (timed against CNN1).
+    """
+    cfg = run.config
+    rng = np.random.default_rng([run.seed, 6])
+    n, n_val = right_test.shape[1], right_val.shape[1]
+    curve = {k: [] for k in ("threshold", "test_accuracy", "flops_fraction", "val_accuracy",
+                             "val_flops_fraction", "random_test_accuracy", "route_counts")}
+    val_right, test_right = [], []          # (T, N): the routed network right or not
+    for t in thresholds:
+        r_te, r_val = routes_test(t), routes_val(t)
+        right = right_test[r_te, np.arange(n)]
+        rand = [right_test[rng.permutation(r_te), np.arange(n)].mean()
+                for _ in range(RANDOM_DRAWS)]
+        val_right.append(right_val[r_val, np.arange(n_val)])
+        test_right.append(right)
+        curve["threshold"].append(float(t))
+        curve["test_accuracy"].append(float(right.mean()))
+        curve["flops_fraction"].append(float(flops_fraction(r_te, t).mean()))
+        curve["val_accuracy"].append(float(val_right[-1].mean()))
+        curve["val_flops_fraction"].append(float(flops_fraction(r_val, t).mean()))
+        curve["random_test_accuracy"].append(float(np.mean(rand)))
+        curve["route_counts"].append(np.bincount(r_te, minlength=len(right_test)).tolist())
+    curve["wall_fraction"], t_cnn1 = time_curve(cnn1, routed, thresholds, run.x_te, cfg)
+    # The guard's wall-clock is measured on the validation images, like the evidence.
+    curve["val_wall_fraction"], t_cnn1_val = time_curve(cnn1, routed, thresholds, run.x_val, cfg)
+
+    cnn1_val_right = predict(cnn1, run.x_val).argmax(axis=1) == run.y_val
+    cnn1_test_right = predict(cnn1, run.x_te).argmax(axis=1) == run.y_te
+    # The rule sees validation arrays only (npskip.selection); the test set then
+    # reports what its choice does.
+    choice = choose_operating_point(thresholds, np.array(val_right), cnn1_val_right,
+                                    curve["val_flops_fraction"], curve["val_wall_fraction"],
+                                    cfg.operating_tolerance, cfg.operating_confidence)
+    point = operating_point(curve, choice, np.array(test_right), cnn1_test_right)
+    # the rule this replaces, for comparison: cheapest t whose validation accuracy
+    # (not paired) is within 0.1 points of CNN1's, no guard
+    cnn1_val = float(cnn1_val_right.mean())
+    found = pick_threshold(curve["val_accuracy"], curve["val_flops_fraction"], cnn1_val, 0.001)
+    previous = len(thresholds) - 1 if found is None else found
+    return {
+        "curve": curve, "operating_point": point,
+        "selection": {"decision": choice["decision"], "threshold": choice["threshold"],
+                      "tolerance": cfg.operating_tolerance,
+                      "confidence": cfg.operating_confidence, "wall_limit": WALL_LIMIT,
+                      "evidence": evidence_columns(choice["evidence"])},
+        "previous_rule_point": {**{k: v[previous] for k, v in curve.items()},
+                                "cnn1_val_accuracy": cnn1_val, "tolerance": 0.001,
+                                "within_tolerance_on_val": found is not None},
+        "wall_seconds_cnn1": t_cnn1, "wall_seconds_cnn1_val": t_cnn1_val,
+        "timed_images": n, "timed_val_images": n_val, "timing_repeats": cfg.timing_repeats,
+    }
 
 
 def evidence_columns(evidence):
@@ -303,33 +332,90 @@ def meets_target(cnn1_acc, acc, flops, wall):
                 and flops <= TARGET["flops_fraction"] and wall <= TARGET["wall_fraction"])
 
 
-def time_curve(cnn1, router, cnn3, x, config):
+def time_curve(cnn1, routed, thresholds, x, config):
     """Median wall-clock of the whole routed path at every threshold, over CNN1's median.
 
-    Each repeat times CNN1 once and then every threshold, so a slow spell of a
-    shared machine hits both. Returns (wall fractions per threshold, CNN1 seconds).
+    routed(x, t) runs the deployed path (routing included). Each repeat times CNN1
+    once and then every threshold, so a slow spell of a shared machine hits both.
+    Returns (wall fractions per threshold, CNN1 seconds).
     """
-    def routed(t):
-        return cheap_routed_predict(router, cnn3, x, t, factor=pool_factor(config))
     predict(cnn1, x[:256])                       # compile and warm the buffers first
-    routed(0.5)
-    t_cnn1, t_routed = [], [[] for _ in THRESHOLDS]
+    routed(x[:256], 0.5)
+    t_cnn1, t_routed = [], [[] for _ in thresholds]
     for _ in range(config.timing_repeats):
         start = time.perf_counter()
         predict(cnn1, x)
         t_cnn1.append(time.perf_counter() - start)
-        for i, t in enumerate(THRESHOLDS):
+        for i, t in enumerate(thresholds):
             start = time.perf_counter()
-            routed(t)
+            routed(x, t)
             t_routed[i].append(time.perf_counter() - start)
     base = float(np.median(t_cnn1))
     return [float(np.median(ts)) / base for ts in t_routed], t_cnn1
+
+
+# --------------------------------------------------------------------------
+# CNN1 with early exits (npskip.exits): the default way of routing
+# --------------------------------------------------------------------------
+
+def exit_model(run):
+    """CNN1 with the exit heads of the exits stage."""
+    return ExitCNN(run.model("cnn1"), run.config.exit_hidden).load_arrays(
+        run.arrays("exits.npz"), str(run.folder / "exits.npz"))
+
+
+def run_exits(run):
+    run.run_cnn1()
+
+    def go():
+        cfg = run.config
+        model = ExitCNN(run.model("cnn1"), cfg.exit_hidden, seed=[run.seed, 7])
+        hist = train_heads(model, run.x_tr, run.y_tr, cfg.exit_epochs, cfg.batch_size,
+                           seed=[run.seed, 7], val=(run.x_val, run.y_val),
+                           log=lambda m: run.log(f"[seed {run.seed}] {m}"))
+        save_arrays(run.folder / "exits.npz", **model.arrays())
+        z = model.route_logits(run.x_te)
+        full = model.cnn1.flops()["total"]
+        return {"route_test_accuracy": [float(np.mean(z[k].argmax(axis=1) == run.y_te))
+                                        for k in range(model.depth)],
+                "test_count": len(run.y_te),
+                "route_flops_fraction": [model.flops(r) / full for r in range(model.depth)],
+                "history": hist}
+    return run.stage("exits", go, inputs=["cnn1.npz"], outputs=["exits.npz"],
+                     settings=STAGE_SETTINGS["exits"])
+
+
+def run_exit_curve(run):
+    run_exits(run)
+
+    def go():
+        cfg = run.config
+        model = exit_model(run)
+        cnn1 = model.cnn1
+        full = cnn1.flops()["total"]
+        z_val, z_te = model.route_logits(run.x_val), model.route_logits(run.x_te)
+        right_val = z_val.argmax(axis=2) == run.y_val            # (depth, N)
+        right_te = z_te.argmax(axis=2) == run.y_te
+        record = sweep(run, EXIT_THRESHOLDS, lambda t: exit_routes(z_val, t),
+                       lambda t: exit_routes(z_te, t), right_val, right_te,
+                       lambda routes, t: model.flops_per_image(routes, t) / full,
+                       lambda x, t: model.predict(x, t), cnn1)
+        # The oracle leaves at the first exit that is right; it pays every head on the way.
+        oracle = cheapest(right_te)
+        return {"labels": "confidence", "router": "exit", "router_flops_fraction": 0.0,
+                **record,
+                "oracle": {"test_accuracy": float(right_te[oracle, np.arange(len(oracle))].mean()),
+                           "flops_fraction": float(model.flops_per_image(oracle).mean() / full)}}
+    return run.stage("curve_exit", go, inputs=["cnn1.npz", "exits.npz"],
+                     settings=STAGE_SETTINGS["curve"])
 
 
 def run_all(run):
     """Every stage of the extension for one seed (the paper's stages must have run)."""
     if run.config.router == "none":
         return run.results
-    for stage in (run_cnn3_any, run_behaviour, run_router, run_curve):
+    stages = ((run_exits, run_exit_curve) if run.config.router == "exit" else
+              (run_cnn3_any, run_behaviour, run_router, run_curve))
+    for stage in stages:
         stage(run)
     return run.results

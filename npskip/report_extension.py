@@ -16,6 +16,8 @@ def stage_names(config):
     if config.router == "none":
         return []
     s = suffix(config)
+    if config.router == "exit":
+        return [("exits", "exits"), ("curve", f"curve_{s}")]
     return [("cnn3_any", "cnn3_any"), ("behaviour", "behaviour"), ("router", f"router_{s}"),
             ("curve", f"curve_{s}")]
 
@@ -39,36 +41,54 @@ def markdown(results):
     ext = results.get("extension")
     if not ext or "curve" not in ext:
         return []
-    any3, beh, router, cv = ext["cnn3_any"], ext["behaviour"], ext["router"], ext["curve"]
+    cv = ext["curve"]
     c = cv["curve"]
     cnn1 = results["cnn1"]["test_accuracy"]
     eff, d3 = results["efficiency"], results["cnn3_deploy"]
     n_seeds = len(results["seeds"])
-    cfg = results["config"]
-    lines = [
-        f"## Beyond the paper: {cv['labels']} labels, {cv['router']} router",
+    means = f"; means over {n_seeds} seeds." if n_seeds > 1 else "."
+    if cv["router"] == "exit":
+        ex = ext["exits"]
+        routes, what = ex, "CNN1 with exits, every image leaving at exit"
+        lines = [
+            "## Beyond the paper: CNN1 decides its own route (early exits)",
+            "",
+            f"CNN1, unchanged, with an exit head after each conv layer but the last "
+            f"(npskip.exits; {head_words(results['config'])}, trained "
+            f"{results['config'].get('exit_epochs')} epochs with CNN1 frozen). An image leaves at the first head whose top softmax probability "
+            f"reaches the threshold t and never enters the later conv layers; t = 1 is CNN1 "
+            f"itself. No router: the heads passed are counted in the multiply-adds. Test set: "
+            f"{cv['timed_images']:.0f} images" + means,
+        ]
+    else:
+        any3, beh, router = ext["cnn3_any"], ext["behaviour"], ext["router"]
+        routes, what = any3, "CNN3-any, every image on route"
+        lines = [
+            f"## Beyond the paper: {cv['labels']} labels, {cv['router']} router",
+            "",
+            f"CNN3-any is CNN1's architecture trained with a fresh random route per image each "
+            f"epoch ({training_words(results['config'])}). Behaviour labels (training images, "
+            f"confidence {beh['confidence']}): routes "
+            f"0/1/2 = {' / '.join(f'{v:.0f}' for v in beh['train_label_counts'])}. The router "
+            f"costs {cv['router_flops_fraction']:.3f} of CNN1's multiply-adds and predicts the "
+            f"labels of {router['test_count']:.0f} test images with accuracy "
+            f"{_pct(router['test_accuracy'])} (majority label "
+            f"{_pct(router['majority_baseline'])}). Test set: {cv['timed_images']:.0f} images"
+            + means,
+        ]
+    lines += [
         "",
-        f"CNN3-any is CNN1's architecture trained with a fresh random route per image each "
-        f"epoch ({training_words(cfg)}). Behaviour labels (training images, confidence "
-        f"{beh['confidence']}): routes "
-        f"0/1/2 = {' / '.join(f'{v:.0f}' for v in beh['train_label_counts'])}. The router "
-        f"costs {cv['router_flops_fraction']:.3f} of CNN1's multiply-adds and predicts the "
-        f"labels of {router['test_count']:.0f} test images with accuracy "
-        f"{_pct(router['test_accuracy'])} (majority label {_pct(router['majority_baseline'])}). "
-        f"Test set: {cv['timed_images']:.0f} images"
-        + (f"; means over {n_seeds} seeds." if n_seeds > 1 else "."),
-        "",
-        "| on the test set | accuracy | multiply-adds vs CNN1 (router included) | wall-clock vs CNN1 |",
+        "| on the test set | accuracy | multiply-adds vs CNN1 (routing included) | wall-clock vs CNN1 |",
         "| --- | --- | --- | --- |",
         f"| CNN1 | {_pct(cnn1)} | 1.000 | 1.000 |",
         f"| paper's router (CNN2) + CNN3-deploy | {_pct(d3['test_accuracy'])} | "
         f"{eff['flops_fraction_with_router']:.3f} | {eff['wall_fraction']:.3f} |",
     ]
-    for r, (a, f) in enumerate(zip(any3["route_test_accuracy"], any3["route_flops_fraction"])):
-        lines.append(f"| CNN3-any, every image on route {r} | {_pct(a)} | {f:.3f} (no router) | - |")
+    for r, (a, f) in enumerate(zip(routes["route_test_accuracy"], routes["route_flops_fraction"])):
+        lines.append(f"| {what} {r} | {_pct(a)} | {f:.3f} (no router) | - |")
     p = cv["operating_point"]
     lines += [
-        f"| CNN3-any, oracle route (cheapest right one) | {_pct(cv['oracle']['test_accuracy'])} | "
+        f"| oracle route (cheapest right one) | {_pct(cv['oracle']['test_accuracy'])} | "
         f"{cv['oracle']['flops_fraction']:.3f} (no router) | - |",
         f"| **the rule's choice** (per seed below) | **{_pct(p['test_accuracy'])}** | "
         f"**{p['flops_fraction']:.3f}** | **{p['wall_fraction']:.3f}** |",
@@ -100,8 +120,10 @@ def markdown(results):
     lines += [per_seed_row(seed, r["extension"]["curve"]) for seed, r in _seed_curves(results)]
     lines += [
         "",
-        "The curve (threshold t: each image takes the cheapest route whose cumulative router "
-        "probability reaches t; validation columns are what the rule sees):",
+        ("The curve (threshold t: each image leaves at the first exit whose top probability "
+         "reaches t; " if cv["router"] == "exit" else
+         "The curve (threshold t: each image takes the cheapest route whose cumulative router "
+         "probability reaches t; ") + "validation columns are what the rule sees):",
         "",
         "| t | routes 0 / 1 / 2 | accuracy | random routes, same mix | multiply-adds | wall-clock "
         "| validation: routed - CNN1 (points) | its loss bound | validation wall-clock: "
@@ -110,7 +132,7 @@ def markdown(results):
     ]
     ev = sel["evidence"]
     for i, t in enumerate(c["threshold"]):
-        lines.append(f"| {t:.3g} | {' / '.join(f'{v:.0f}' for v in c['route_counts'][i])} | "
+        lines.append(f"| {t:.5g} | {' / '.join(f'{v:.0f}' for v in c['route_counts'][i])} | "
                      f"{_pct(c['test_accuracy'][i])} | {_pct(c['random_test_accuracy'][i])} | "
                      f"{c['flops_fraction'][i]:.3f} | {c['wall_fraction'][i]:.3f} | "
                      f"{_pts(ev['routed_minus_cnn1_mean'][i])} | "
@@ -126,6 +148,13 @@ def _share(x, n_seeds):
     if isinstance(x, bool):
         return "yes" if x else "no"
     return f"{round(x * n_seeds):.0f} of {n_seeds}" if n_seeds > 1 else ("yes" if x else "no")
+
+
+def head_words(cfg):
+    """What an exit head is, in words, from the config."""
+    hidden = cfg.get("exit_hidden", 0)
+    return (f"each a dense layer of {hidden} units, ReLU and a dense layer to the classes"
+            if hidden else "each one dense layer to the classes")
 
 
 def training_words(cfg):
@@ -182,7 +211,7 @@ def verdict(results):
              "seed: " + "; ".join(("t = " + ", ".join(f"{t:.3g}" for t in ts)) if ts else "none"
                                   for ts in per_seed) + ".")
     gain = np.array(c["test_accuracy"]) - np.array(c["random_test_accuracy"])
-    s.append(f"Against random routes with the same mix the router gains "
+    s.append(f"Against random routes with the same mix the routing gains "
              f"{100 * gain.min():+.2f} to {100 * gain.max():+.2f} points along the curve, so its "
              f"choices " + ("carry information beyond the mix." if gain.max() > 0.001 else
                             "add little beyond the mix."))
@@ -194,7 +223,8 @@ def figure(out, results, plt):
     ext = results.get("extension")
     if not ext or "curve" not in ext:
         return []
-    cv, any3 = ext["curve"], ext["cnn3_any"]
+    cv = ext["curve"]
+    any3 = ext["exits"] if cv["router"] == "exit" else ext["cnn3_any"]
     c = cv["curve"]
     cnn1 = 100 * results["cnn1"]["test_accuracy"]
     paper = (results["efficiency"]["flops_fraction_with_router"],
@@ -203,12 +233,14 @@ def figure(out, results, plt):
     for ax, key, label in ((axes[0], "flops_fraction", "multiply-adds / CNN1's (router included)"),
                            (axes[1], "wall_fraction", "wall-clock / CNN1's (same run)")):
         acc = 100 * np.array(c["test_accuracy"])
-        ax.plot(c[key], acc, "o-", ms=3, label=f"{cv['router']} router, threshold swept")
+        ax.plot(c[key], acc, "o-", ms=3, label=("exits" if cv["router"] == "exit" else
+                                                f"{cv['router']} router") + ", threshold swept")
         if key == "flops_fraction":
             ax.plot(c[key], 100 * np.array(c["random_test_accuracy"]), "s--", ms=3,
                     label="random routes, same mix")
             ax.scatter(any3["route_flops_fraction"], 100 * np.array(any3["route_test_accuracy"]),
-                       marker="^", label="CNN3-any, one route for all")
+                       marker="^", label=("one exit" if cv["router"] == "exit" else
+                                          "CNN3-any, one route") + " for all")
             ax.scatter(cv["oracle"]["flops_fraction"], 100 * cv["oracle"]["test_accuracy"],
                        marker="*", s=80, label="oracle")
         ax.scatter(1.0, cnn1, marker="D", color="k", label="CNN1")
@@ -232,7 +264,8 @@ def figure(out, results, plt):
                 ylim=(max(0, 100 * lowest - 1), min(100, 100 * highest + 0.5)))
     fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="center right")
     fig.suptitle(f"{results['config']['dataset']}: accuracy against compute "
-                 f"({cv['labels']} labels)", fontsize=10)
+                 + ("(early exits)" if cv["router"] == "exit" else f"({cv['labels']} labels)"),
+                 fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.78, 1))
     fig.savefig(Path(out) / "accuracy_compute_curve.png", dpi=90)
     plt.close(fig)

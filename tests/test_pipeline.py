@@ -80,8 +80,8 @@ REQUIRED = ["cnn1.test_accuracy", "ranking.label_counts", "cnn2.test_accuracy", 
     f"controls.{c}.test_accuracy" for c in ("cnn1", "all_route_0", "all_route_1",
                                            "random_cnn2_proportions", "oracle")] + [
     # beyond the paper (npskip.extension)
-    "extension.cnn3_any.route_test_accuracy", "extension.behaviour.train_label_counts",
-    "extension.router.test_accuracy", "extension.curve.router_flops_fraction",
+    "extension.exits.route_test_accuracy", "extension.exits.route_flops_fraction",
+    "extension.curve.router_flops_fraction",
     "extension.curve.operating_point.test_accuracy",
     "extension.curve.operating_point.flops_fraction",
     "extension.curve.operating_point.wall_fraction", "extension.curve.oracle.test_accuracy",
@@ -124,13 +124,15 @@ def test_reproduce_quick_writes_every_field(quick_run):
                  "accuracy_compute_curve.png"):
         assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
-    assert "## What holds" in report and "## Beyond the paper: behaviour labels, small router" \
+    assert "## What holds" in report and "## Beyond the paper: CNN1 decides its own route" \
         in report
     curve = results["extension"]["curve"]
-    assert curve["curve"]["route_counts"][0] == [600, 0, 0]       # t = 0: all on route 0
-    assert curve["curve"]["route_counts"][-1] == [0, 0, 600]      # t = 1: all on the full route
-    assert 0 < curve["router_flops_fraction"] < 0.06              # the small router is cheap
-    assert sum(results["extension"]["behaviour"]["train_label_counts"]) == 3000
+    assert curve["curve"]["route_counts"][0] == [600, 0, 0]       # t = 0: all leave at exit 0
+    assert curve["curve"]["route_counts"][-1] == [0, 0, 600]      # t = 1: CNN1 itself
+    assert curve["curve"]["flops_fraction"][-1] == 1.0            # ... with no head run
+    assert curve["router_flops_fraction"] == 0.0                  # no router: heads are counted
+    exits = results["extension"]["exits"]
+    assert exits["route_flops_fraction"][0] < exits["route_flops_fraction"][1] < 1.1
     # the rule's choice: a routed point no slower than CNN1 (guard), or CNN1 itself
     point, sel = curve["operating_point"], curve["selection"]
     assert point["wall_fraction"] <= 1.0 and point["choice"] in ("routed", "cnn1")
@@ -139,10 +141,21 @@ def test_reproduce_quick_writes_every_field(quick_run):
     assert "| seed | choice | validation: routed - CNN1" in report
 
 
-def test_reproduce_with_the_papers_labels_adds_only_its_router(quick_run):
+def test_reproduce_with_a_router_adds_its_stages(quick_run):
     cmd, out, _ = quick_run
-    run = subprocess.run(cmd + ["--labels", "activation"], capture_output=True, text=True,
-                         cwd=REPO)
+    run = subprocess.run(cmd + ["--router", "small"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ran = [line for line in run.stdout.splitlines() if line.endswith(": running")]
+    assert ran == ["[seed 0] cnn3_any: running", "[seed 0] behaviour: running",
+                   "[seed 0] router_behaviour_small: running",
+                   "[seed 0] curve_behaviour_small: running"], ran
+    results = json.loads((out / "results.json").read_text())
+    assert 0 < results["extension"]["curve"]["router_flops_fraction"] < 0.06   # cheap router
+    assert sum(results["extension"]["behaviour"]["train_label_counts"]) == 3000
+    assert "## Beyond the paper: behaviour labels, small router" in (out / "report.md").read_text()
+    # and the paper's labels for the same router add only that router and its curve
+    run = subprocess.run(cmd + ["--router", "small", "--labels", "activation"],
+                         capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     ran = [line for line in run.stdout.splitlines() if line.endswith(": running")]
     assert ran == ["[seed 0] router_activation_small: running",
@@ -169,7 +182,7 @@ def test_rerunning_the_curve_stage_gives_the_same_choice(quick_run):
     # the rule's evidence is computed, not timed, and wall-clock only vetoes with a
     # margin: the same files give the same threshold (or the same fallback)
     cmd, out, _ = quick_run
-    path = out / "seed0" / "curve_behaviour_small.json"
+    path = out / "seed0" / "curve_exit.json"
     before = json.loads(path.read_text())
     path.unlink()
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)

@@ -93,7 +93,7 @@ def snapshot(folder):
     ("batch_size", 0), ("seeds", [-1]), ("seeds", [0, 0]), ("label_confidence", 0.0),
     ("label_confidence", 1.5), ("label_confidence", math.nan), ("widths", (16,)),
     ("widths", (-5, 16)), ("widths", (16, 0, 32)), ("dataset", "mnits"), ("epochs", 2.5),
-    ("router", "tiny"), ("timing_repeats", 0)])
+    ("router", "tiny"), ("timing_repeats", 0), ("exit_epochs", 0), ("exit_hidden", -1)])
 def test_config_refuses_a_setting_out_of_range(field, value):
     with pytest.raises(ConfigError) as e:
         Config(**{field: value})

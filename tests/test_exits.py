@@ -1,0 +1,104 @@
+"""CNN1 with early exits (npskip.exits): the routes, the literal cascade, the costs,
+and a head training that leaves CNN1 untouched."""
+
+import numpy as np
+import pytest
+
+from npskip.exits import ExitCNN, exit_routes, exits_here, train_heads
+from npskip.model import SkipCNN
+
+
+@pytest.fixture(params=[0, 5], ids=["linear heads", "hidden heads"])
+def model(request):
+    cnn1 = SkipCNN((8, 8, 1), 3, (4, 4, 6), seed=1)
+    return ExitCNN(cnn1, hidden=request.param, seed=2)
+
+
+@pytest.fixture
+def images(rng):
+    return rng.random((40, 8, 8, 1), dtype=np.float32)
+
+
+def test_exit_routes_by_hand():
+    big = 20.0                                   # softmax top probability ~1
+    z = np.zeros((3, 4, 2))
+    z[0, 0, 0] = big                             # image 0: confident at exit 0
+    z[1, 1, 1] = big                             # image 1: confident at exit 1 only
+    z[0, 2, 0] = z[1, 2, 1] = 0.5                # image 2: confident nowhere -> CNN1
+    z[0, 3, 0] = z[1, 3, 0] = big                # image 3: at both: the first wins
+    assert exit_routes(z, 0.9).tolist() == [0, 1, 2, 0]
+    assert exit_routes(z, 0.0).tolist() == [0, 0, 0, 0]   # t = 0: everything leaves at once
+    assert exit_routes(z, 1.0).tolist() == [2, 2, 2, 2]   # t >= 1: CNN1 itself
+    assert exits_here(z[1], 0.6).tolist() == [False, True, True, True]
+
+
+def test_the_cascade_gives_each_image_the_logits_of_its_exit(model, images):
+    every = model.route_logits(images)                            # (3, N, K)
+    assert np.array_equal(every[-1], model.cnn1.forward(images))  # the last exit is CNN1
+    for t in (0.0, 0.34, 0.4, 0.5, 1.0):
+        logits, routes = model.predict(images, t, batch_size=16)
+        assert np.array_equal(routes, exit_routes(every, t)), t
+        np.testing.assert_allclose(logits, every[routes, np.arange(len(images))], rtol=1e-5,
+                                   atol=1e-6)
+    assert len(set(exit_routes(every, 0.4).tolist())) > 1   # the thresholds above do mix exits
+
+
+def test_an_image_that_leaves_never_enters_the_later_layers(model, images):
+    seen = {k: 0 for k in range(3)}
+    for k, conv in enumerate(model.cnn1.convs):
+        def counting(x, k=k, forward=conv.forward):
+            seen[k] += len(x)
+            return forward(x)
+        conv.forward = counting
+    _, routes = model.predict(images, 0.4, batch_size=16)
+    assert seen == {0: 40, 1: int(np.sum(routes >= 1)), 2: int(np.sum(routes == 2))}
+
+
+def test_flops_count_the_layers_and_heads_passed(model):
+    h = w = 8
+    conv = [h * w * 4 * 9 * 1, h * w * 4 * 9 * 4, h * w * 6 * 9 * 4]
+    u = model.hidden
+    one = h * w * 4 * u + u * 3 if u else h * w * 4 * 3      # a head on 4 maps of 8x8
+    head = [one, one, h * w * 6 * 3]                         # the last: CNN1's dense layer
+    assert model.flops(0) == conv[0] + head[0]
+    assert model.flops(2) == sum(conv) + sum(head)
+    assert model.flops(2) - model.cnn1.flops()["total"] == head[0] + head[1]
+    np.testing.assert_array_equal(model.flops_per_image(np.array([0, 2])),
+                                  [model.flops(0), model.flops(2)])
+    # at t >= 1 no head runs: every image costs CNN1's own
+    assert model.flops_per_image(np.array([2, 2]), 1.0).tolist() == \
+        [model.cnn1.flops()["total"]] * 2
+    with pytest.raises(ValueError, match="0..2"):
+        model.flops_per_image(np.array([3]))
+
+
+def test_training_the_heads_leaves_cnn1_untouched(model, images, rng):
+    y = rng.integers(0, 3, len(images))
+    before = [{k: v.copy() for k, v in layer.params.items()} for layer in model.cnn1.layers]
+    logits_before = model.cnn1.forward(images)
+    hist = train_heads(model, images, y, epochs=6, batch_size=8, seed=0, val=(images, y),
+                       log=lambda m: None)
+    for layer, params in zip(model.cnn1.layers, before):
+        for k, v in params.items():
+            assert np.array_equal(layer.params[k], v)
+    assert np.array_equal(model.cnn1.forward(images), logits_before)
+    assert len(hist["loss"]) == 6 and len(hist["val_accuracy"]) == 6
+    assert all(hist["loss"][-1][k] < hist["loss"][0][k] for k in range(2))   # the heads learn
+
+
+def test_saved_heads_are_checked_when_loaded(model):
+    arrays = {k: v.copy() for k, v in model.arrays().items()}
+    other = ExitCNN(model.cnn1, model.hidden, seed=9).load_arrays(arrays)
+    assert all(np.array_equal(other.arrays()[k], v) for k, v in arrays.items())
+    w1, b0, w0 = "head1.dense0.W", "head0.dense0.b", "head0.dense0.W"
+    with pytest.raises(ValueError, match="head1.dense0.W of shape"):
+        ExitCNN(model.cnn1, model.hidden).load_arrays({**arrays, w1: arrays[w1][:-1]})
+    with pytest.raises(ValueError, match="expected head0.dense0.b"):
+        ExitCNN(model.cnn1, model.hidden).load_arrays({k: v for k, v in arrays.items() if k != b0})
+    other = model.hidden + 3                                     # heads of another shape
+    with pytest.raises(ValueError, match=f"{other} hidden units"):
+        ExitCNN(model.cnn1, hidden=other).load_arrays(arrays)
+    bad = {**arrays, w0: arrays[w0].copy()}
+    bad[w0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ExitCNN(model.cnn1, model.hidden).load_arrays(bad)
