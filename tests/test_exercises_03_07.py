@@ -3,10 +3,13 @@
 
 import sys
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 from scipy import stats
+
+from npskip.model import SkipCNN
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))   # the notebooks import `from exercises import nb03`
@@ -164,24 +167,70 @@ from exercises import nb07 as ex7    # noqa: E402
 from solutions import nb07 as sol7   # noqa: E402
 
 
-def test_nb07_threshold_routes(capsys):
-    passes(ex7.check_threshold_routes, sol7.threshold_routes, capsys=capsys)
-
-    def strict(p, t):                  # "above" where the rule says "reaches"
-        if t >= 1:
-            return np.full(len(p), p.shape[1] - 1)
-        return np.count_nonzero(np.cumsum(p, axis=1)[:, :-1] <= t, axis=1)
-
-    def no_t1_case(p, t):              # trusts the float sum at t = 1
-        return np.count_nonzero(np.cumsum(p, axis=1)[:, :-1] < t, axis=1)
-    fails(ex7.check_threshold_routes, strict)
-    fails(ex7.check_threshold_routes, no_t1_case)
-    fails(ex7.check_threshold_routes, lambda p, t: p.argmax(axis=1))   # the likeliest route
+def _top(z):
+    p = np.exp(z - z.max(axis=2, keepdims=True))
+    return (p / p.sum(axis=2, keepdims=True)).max(axis=2)        # (depth, N)
 
 
-def test_nb07_behaviour_labels(capsys):
-    passes(ex7.check_behaviour_labels, sol7.behaviour_labels, capsys=capsys)
+def test_nb07_exit_routes(capsys):
+    passes(ex7.check_exit_routes, sol7.exit_routes, capsys=capsys)
 
-    def none_is_zero(probs, y, conf):  # argmax alone gives route 0 where no route is confident
-        return (probs[:, np.arange(len(y)), y] >= conf).argmax(axis=0)
-    fails(ex7.check_behaviour_labels, none_is_zero)
+    def first_of(sure, depth):
+        return np.where(sure.any(axis=0), sure.argmax(axis=0), depth - 1)
+
+    def strict(z, t):                  # "above" where the rule says "reaches"
+        return np.full(z.shape[1], len(z) - 1) if t >= 1 else first_of(_top(z)[:-1] > t, len(z))
+
+    def no_t1_case(z, t):              # trusts a probability rounded to 1.0 at t = 1
+        return first_of(_top(z)[:-1] >= t, len(z))
+
+    def most_confident(z, t):          # the surest head, not the first sure one
+        top = _top(z)[:-1]
+        return np.where((top >= t).any(axis=0) & (t < 1), top.argmax(axis=0), len(z) - 1)
+
+    def on_logits(z, t):               # thresholds the largest logit, not the probability
+        return np.full(z.shape[1], len(z) - 1) if t >= 1 else \
+            first_of(z[:-1].max(axis=2) >= t, len(z))
+    for wrong, words in ((strict, "a probability equal to t"), (no_t1_case, "t >= 1"),
+                         (most_confident, "first confident exit wins"),
+                         (on_logits, "not on the logit")):
+        with pytest.raises(AssertionError, match=words):
+            ex7.check_exit_routes(wrong)
+
+
+def test_nb07_exit_flops(capsys):
+    passes(ex7.check_exit_flops, sol7.exit_flops, capsys=capsys)
+
+    def only_its_head(shape, widths, classes, hidden, route):   # forgets the heads passed
+        h, w, _ = shape
+        convs = SkipCNN(shape, classes, widths).flops()
+        head = (h * w * widths[route] * classes if route == len(widths) - 1 or not hidden
+                else h * w * widths[route] * hidden + hidden * classes)
+        return sum(convs[f"conv{k + 1}"] for k in range(route + 1)) + head
+
+    def cnn1_at_the_end(shape, widths, classes, hidden, route):   # the last route as CNN1 alone
+        if route == len(widths) - 1:
+            return SkipCNN(shape, classes, widths).flops()["total"]
+        return sol7.exit_flops(shape, widths, classes, hidden, route)
+    with pytest.raises(AssertionError, match="every head before it"):
+        ex7.check_exit_flops(only_its_head)
+    with pytest.raises(AssertionError, match="every head it passed"):
+        ex7.check_exit_flops(cnn1_at_the_end)
+
+
+def test_nb07_loss_upper_bound(capsys):
+    passes(ex7.check_loss_upper_bound, sol7.loss_upper_bound, capsys=capsys)
+
+    def unpaired(routed, cnn1, conf):    # two separate accuracies' standard errors
+        a, b, n = routed.mean(), cnn1.mean(), len(routed)
+        return b - a + NormalDist().inv_cdf(conf) * np.sqrt(a * (1 - a) / n + b * (1 - b) / n)
+
+    def two_sided(routed, cnn1, conf):   # 1.96 where the rule bounds one side
+        d = routed.astype(float) - cnn1.astype(float)
+        return -d.mean() + 1.959964 * d.std(ddof=1) / np.sqrt(len(d))
+    with pytest.raises(AssertionError, match="two separate accuracies"):
+        ex7.check_loss_upper_bound(unpaired)
+    with pytest.raises(AssertionError, match="1.645"):
+        ex7.check_loss_upper_bound(two_sided)
+    ex7.check_loss_upper_bound(not_written)
+    assert "not written yet" in capsys.readouterr().out

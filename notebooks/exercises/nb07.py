@@ -1,4 +1,4 @@
-"""Checks for the exercises of notebook 7 (beyond the paper: a router that pays).
+"""Checks for the exercises of notebook 7 (beyond the paper: CNN1 routes itself with early exits).
 
 Each check prints a line starting "passed", or raises AssertionError saying what
 is wrong; a function that still raises NotImplementedError is reported as not
@@ -7,7 +7,10 @@ written yet. Reference solutions: ../solutions/nb07.py.
 
 import numpy as np
 
-from npskip.routing import behaviour_labels, threshold_routes
+from npskip.exits import ExitCNN, exit_routes
+from npskip.losses import softmax
+from npskip.model import SkipCNN
+from npskip.stats import paired_difference
 
 
 def _not_written(name):
@@ -15,68 +18,117 @@ def _not_written(name):
           f"a reference solution is in solutions/nb07.py")
 
 
-def _router_probs(n, depth, seed, dtype=np.float64):
-    logits = np.random.default_rng(seed).normal(scale=3.0, size=(n, depth))
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (p / p.sum(axis=1, keepdims=True)).astype(dtype)
+def _route_logits(depth, n, k, seed, scale, dtype=np.float64):
+    return np.random.default_rng(seed).normal(scale=scale, size=(depth, n, k)).astype(dtype)
 
 
-def check_threshold_routes(fn):
-    """fn(router_probs (N, depth), t) -> (N,) the cheapest route whose cumulative probability
-    reaches t; the last route always allowed."""
-    cases = [(_router_probs(50, 3, 0), t) for t in (0.0, 0.3, 0.5, 0.9, 0.98, 0.999, 1.0)]
-    cases += [(_router_probs(40, 4, 1, np.float32), t) for t in (0.7, 1.0)]
-    cases += [(np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0]]), t)
-              for t in (0.5, 0.2, 1.0)]
-    for probs, t in cases:
+def check_exit_routes(fn):
+    """fn(route_logits (depth, N, K), t) -> (N,) the first exit whose top softmax
+    probability reaches t, else depth - 1 (CNN1); t >= 1: every image on CNN1."""
+    cases = [(_route_logits(3, 60, 10, 0, 4.0), t) for t in (0.0, 0.5, 0.9, 0.99, 1.0)]
+    cases += [(_route_logits(4, 40, 3, 1, 3.0), t) for t in (0.6, 0.95)]
+    # float32 logits this far apart give a top probability of exactly 1.0
+    cases += [(_route_logits(3, 30, 10, 2, 30.0, np.float32), t) for t in (0.999, 1.0)]
+    # two equal logits: each probability is exactly 0.5
+    cases += [(np.array([[[0.0, 0.0], [0.0, 3.0]], [[5.0, 0.0], [0.0, 0.0]],
+                         [[0.0, 1.0], [1.0, 0.0]]]), t) for t in (0.5, 0.9)]
+    for z, t in cases:
         try:
-            got = fn(probs.copy(), t)
+            got = fn(z.copy(), t)
         except NotImplementedError:
-            return _not_written("threshold_routes")
-        want = threshold_routes(probs, t)
+            return _not_written("exit_routes")
+        want = exit_routes(z, t)
         got = np.asarray(got).ravel()
         assert got.shape == want.shape, (
-            f"threshold_routes(t={t}): expected one route per image, shape {want.shape}, "
+            f"exit_routes(t={t}): expected one exit per image, shape {want.shape}, "
             f"received {got.shape}")
         bad = np.flatnonzero(got != want)
         if len(bad):
             i = bad[0]
-            cum = np.cumsum(probs[i])
+            top = softmax(z[:, i]).max(axis=1)               # (depth,) each exit's top probability
             raise AssertionError(
-                f"threshold_routes(t={t}): image {i} with router probabilities "
-                f"{np.round(probs[i], 4).tolist()} (cumulative {np.round(cum, 4).tolist()}) "
-                f"should take route {want[i]}, received {got[i]}"
-                + (" -- t = 1 sends every image down the full route, even where float rounding "
-                   "makes the cumulative sum reach 1 early" if t >= 1 else "")
-                + (" -- 'reaches' means >=: a cumulative probability equal to t is enough"
-                   if np.any(np.isclose(cum, t)) else ""))
-    print("passed: threshold_routes takes the cheapest route whose cumulative probability reaches t")
+                f"exit_routes(t={t}): image {i}, top probability at exits 0..{len(z) - 1}: "
+                f"{np.round(top, 5).tolist()}; expected exit {want[i]}, received {got[i]}"
+                + (" -- t >= 1 means no early exit: every image runs CNN1, even where a head's "
+                   "probability rounds to exactly 1.0" if t >= 1 else "")
+                + (" -- 'reaches' means >=: a probability equal to t is enough"
+                   if np.any(top[:-1] == t) else "")
+                + (" -- the first confident exit wins: the image never reaches the later ones"
+                   if t < 1 and got[i] > want[i] and top[want[i]] >= t else "")
+                + (" -- the threshold is on the softmax probability, not on the logit"
+                   if t < 1 and got[i] < len(z) - 1 and top[got[i]] < t
+                   and z[got[i], i].max() >= t else ""))
+    print("passed: exit_routes takes the first exit whose top probability reaches t, "
+          "and CNN1 at t >= 1")
 
 
-def check_behaviour_labels(fn):
-    """fn(probs (depth, N, K), y (N,), confidence) -> (N,) the cheapest route on which the true
-    class gets at least ``confidence``; depth-1 where no route does."""
-    rng = np.random.default_rng(2)
-    for depth, n, k, conf in ((3, 60, 10, 0.9), (3, 40, 4, 0.5), (4, 30, 3, 0.99)):
-        logits = rng.normal(scale=4.0, size=(depth, n, k))
-        probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
-        y = rng.integers(0, k, n)
+def check_exit_flops(fn):
+    """fn(input_shape, widths, num_classes, hidden, route) -> multiply-adds per image of an
+    image that leaves at exit ``route`` (ExitCNN.flops)."""
+    for shape, widths, classes, hidden in (((28, 28, 1), (16, 16, 32), 10, 32),
+                                           ((28, 28, 1), (16, 16, 32), 10, 0),
+                                           ((32, 32, 3), (8, 16, 16, 32), 100, 20)):
+        model = ExitCNN(SkipCNN(shape, classes, widths), hidden)
+        for route in range(len(widths)):
+            try:
+                got = fn(shape, widths, classes, hidden, route)
+            except NotImplementedError:
+                return _not_written("exit_flops")
+            want = model.flops(route)
+            if int(got) == want:
+                continue
+            heads = [h.flops() for h in model.heads] + [model.cnn1.flops()["dense"]]
+            convs = [model.cnn1.flops()[f"conv{k + 1}"] for k in range(len(widths))]
+            hint = ""
+            if route == len(widths) - 1 and int(got) == model.cnn1.flops()["total"]:
+                hint = (" -- with early exits on, an image that runs to the end has paid for "
+                        "every head it passed on top of CNN1")
+            elif int(got) == sum(convs[:route + 1]) + heads[route]:
+                hint = (" -- an image that leaves at exit r has run every head before it too "
+                        "(they were not sure enough, but they ran)")
+            elif hidden and int(got) == want - hidden * classes * (route + 1 - (
+                    route == len(widths) - 1)):
+                hint = " -- a head with a hidden layer has two dense layers: count both"
+            raise AssertionError(
+                f"exit_flops({shape}, {widths}, {classes}, hidden={hidden}, route={route}): "
+                f"expected {want:,} multiply-adds, received {int(got):,}{hint}")
+    print("passed: exit_flops counts the conv layers and every head an image passes")
+
+
+def check_loss_upper_bound(fn):
+    """fn(routed_right (N,) bool, cnn1_right (N,) bool, confidence) -> the one-sided upper
+    confidence bound of the accuracy loss against CNN1, as a fraction."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for n, p, flip, conf in ((6000, 0.988, 0.006, 0.95), (25, 0.8, 0.2, 0.95),
+                             (1000, 0.95, 0.03, 0.99)):
+        cnn1 = rng.random(n) < p
+        routed = cnn1 ^ (rng.random(n) < flip)          # disagree on about flip * n images
+        cases.append((routed, cnn1, conf))
+    for routed, cnn1, conf in cases:
         try:
-            got = fn(probs.copy(), y.copy(), conf)
+            got = fn(routed.copy(), cnn1.copy(), conf)
         except NotImplementedError:
-            return _not_written("behaviour_labels")
-        want = behaviour_labels(probs, y, conf)
-        got = np.asarray(got).ravel()
-        assert got.shape == want.shape, (
-            f"behaviour_labels: expected {want.shape}, received {got.shape}")
-        bad = np.flatnonzero(got != want)
-        if len(bad):
-            i = bad[0]
-            p = probs[:, i, y[i]]
-            raise AssertionError(
-                f"behaviour_labels(confidence={conf}): image {i}, true class {y[i]}, its "
-                f"probability on routes 0..{depth - 1}: {np.round(p, 3).tolist()}; expected "
-                f"label {want[i]}, received {got[i]}"
-                + (" (no route reaches the confidence: the full route, depth - 1)"
-                   if not (p >= conf).any() else ""))
-    print("passed: behaviour_labels gives the cheapest confident route, the full one if none is")
+            return _not_written("loss_upper_bound")
+        want = -paired_difference(routed, cnn1, conf)["low"]
+        if abs(float(got) - want) < 1e-9:
+            continue
+        n = len(routed)
+        d = routed.astype(float) - cnn1.astype(float)
+        a, b = routed.mean(), cnn1.mean()
+        unpaired_se = np.sqrt(a * (1 - a) / n + b * (1 - b) / n)
+        hint = ""
+        if abs(float(got) - (b - a + 1.6448536 * unpaired_se)) < 1e-6 and conf == 0.95:
+            hint = (" -- that is the bound of two separate accuracies; pair them: the standard "
+                    "error of the per-image differences d = routed - CNN1")
+        elif conf == 0.95 and abs(float(got) - (-d.mean() + 1.959964 * d.std(ddof=1)
+                                                / np.sqrt(n))) < 1e-6:
+            hint = (" -- a one-sided 95% bound uses z = 1.645 (normal_quantile(0.95)), not the "
+                    "two-sided 1.96")
+        elif abs(float(got) - (d.mean() + (want + d.mean()))) < 1e-6:
+            hint = " -- the loss is CNN1's lead: minus the mean of routed - CNN1"
+        raise AssertionError(
+            f"loss_upper_bound on {n} images ({np.count_nonzero(routed & ~cnn1)} right only "
+            f"routed, {np.count_nonzero(cnn1 & ~routed)} right only by CNN1, confidence "
+            f"{conf}): expected {100 * want:.4f} points, received {100 * float(got):.4f}{hint}")
+    print("passed: loss_upper_bound, the paired bound the rule accepts a threshold on")

@@ -1,24 +1,49 @@
 """Reference solutions for the exercises of notebook 7. Try them yourself first."""
 
+from statistics import NormalDist
+
 import numpy as np
 
 
-def threshold_routes(router_probs, t):
-    """(N, depth) router probabilities -> (N,) the cheapest route r with p[0] + ... + p[r] >= t.
+def exit_routes(route_logits, t):
+    """(depth, N, K) logits of every exit -> (N,) the first exit whose top softmax
+    probability is >= t; depth - 1 (CNN1 itself) where no head is that sure.
 
-    The last route is always allowed; t >= 1 sends every image down it (in float32 the
-    first routes' probabilities can already sum to 1.0, which must not count).
+    t >= 1 means no early exit: in float32 a head's top probability can round to
+    exactly 1.0, which must not count.
     """
-    n, depth = router_probs.shape
+    depth, n, _ = route_logits.shape
     if t >= 1:
         return np.full(n, depth - 1)
-    cum = np.cumsum(router_probs, axis=1)
-    # the routes still below t are skipped over; counting them gives the route taken
-    return np.count_nonzero(cum[:, :-1] < t, axis=1)
+    z = route_logits[:-1]                                       # the heads, not CNN1
+    p = np.exp(z - z.max(axis=2, keepdims=True))                # softmax, max subtracted
+    top = (p / p.sum(axis=2, keepdims=True)).max(axis=2)        # (depth - 1, N)
+    sure = top >= t
+    # argmax finds the first True; an image no head is sure of goes to the end
+    return np.where(sure.any(axis=0), sure.argmax(axis=0), depth - 1)
 
 
-def behaviour_labels(probs, y, confidence):
-    """(depth, N, K) class probabilities per route, (N,) true classes -> (N,) labels."""
-    depth, n, _ = probs.shape
-    ok = probs[:, np.arange(n), y] >= confidence          # (depth, N)
-    return np.where(ok.any(axis=0), ok.argmax(axis=0), depth - 1)
+def exit_flops(input_shape, widths, num_classes, hidden, route):
+    """Multiply-adds of an image that leaves at exit ``route``: conv layers 0..route
+    and heads 0..route, the last route's "head" being CNN1's dense layer."""
+    h, w, c_in = input_shape
+    total, c = 0, c_in
+    for k in range(route + 1):
+        total += h * w * widths[k] * 3 * 3 * c            # conv k: 'same' 3x3, stride 1
+        c = widths[k]
+        features = h * w * c
+        if k == len(widths) - 1:                           # CNN1's own dense layer
+            total += features * num_classes
+        elif hidden:                                       # dense -> ReLU -> dense
+            total += features * hidden + hidden * num_classes
+        else:
+            total += features * num_classes
+    return total
+
+
+def loss_upper_bound(routed_right, cnn1_right, confidence=0.95):
+    """One-sided upper bound of CNN1's lead: -mean(d) + z * std(d, ddof=1) / sqrt(N),
+    d = routed - CNN1 per image, z the ``confidence`` quantile of the normal (1.645)."""
+    d = np.asarray(routed_right, dtype=np.float64) - np.asarray(cnn1_right, dtype=np.float64)
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    return -d.mean() + NormalDist().inv_cdf(confidence) * se
