@@ -1,6 +1,8 @@
 """Beyond the paper: choosing the threshold t without the test set.
 
-The knob (npskip.routing.threshold_routes) trades accuracy for compute. A user
+The knob (npskip.exits.exit_routes: how sure a head must be for an image to leave
+early; or npskip.routing.threshold_routes for the router design) trades accuracy
+for compute. A user
 has to pick one t before seeing any test image, so the choice is made on the
 validation split alone, and it has to hold on the test set. The rule:
 
@@ -17,7 +19,7 @@ validation split alone, and it has to hold on the test set. The rule:
    30-60 images on which an accepted point and CNN1 disagree, one standard error
    of the test difference is 0.05-0.08 points).
 3. **Guard on cost.** Among the accepted thresholds, take the one with the fewest
-   multiply-adds whose routed path (pooling, router, CNN3 sorted by route) is
+   multiply-adds whose routed path (the exit cascade; or pooling, router and CNN3) is
    predicted to take at most ``wall_limit`` (0.9) of CNN1's time, and which needs
    fewer multiply-adds than CNN1. If none does, say so and fall back to CNN1 itself:
    every image on the full network, no router.
@@ -69,12 +71,12 @@ def choose_operating_point(thresholds, routed_right, cnn1_right, flops_fraction,
 
     thresholds: (T,) the knob's values.
     routed_right: (T, N) bool, whether the routed network is right on validation image
-        i at threshold t (router and CNN3 as deployed).
+        i at threshold t (the path as deployed: the exit cascade, or router and CNN3).
     cnn1_right: (N,) bool, whether CNN1 is right on the same validation images.
-    flops_fraction: (T,) multiply-adds per image against CNN1's, router included, on
+    flops_fraction: (T,) multiply-adds per image against CNN1's, routing included, on
         the validation images.
     wall_fraction: (T,) measured wall-clock of the routed path against CNN1's on the
-        validation images (pooling and router included): recorded as a check, not
+        validation images (routing included): recorded as a check, not
         decided on (see the module docstring).
     tolerance: the accuracy loss allowed, as a fraction (0.001 = 0.1 points).
     confidence: one-sided level of the loss's upper bound.
