@@ -176,8 +176,6 @@ def cmd_reproduce(args):
         args.limit = args.limit or QUICK["limit"]
         args.epochs = QUICK["epochs"] if args.epochs is None else args.epochs
     args.epochs = 20 if args.epochs is None else args.epochs
-    if args.quick and args.exit_epochs is None:
-        args.exit_epochs = QUICK["epochs"]
     config = make_config(args, args.seeds)
     out = folder_path(args.out, f"runs/reproduce-{args.dataset}" + ("-quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
@@ -254,8 +252,8 @@ def main(argv=None):
                         "default), 'small' (a SkipCNN on 2x-pooled images in front of CNN3-any), "
                         "'full' (the same at CNN2's size), or 'none' (paper only)")
     p.add_argument("--exit-epochs", type=int, default=None,
-                   help=f"epochs of the exit heads' training (default {Config.exit_epochs}; "
-                        f"--quick: {QUICK['epochs']})")
+                   help=f"epochs of the exit heads' training (default {Config.exit_epochs}, "
+                        f"with --quick too: they are cheap)")
     p.add_argument("--exit-hidden", type=int, default=None,
                    help=f"hidden units of each exit head, 0 for one dense layer (default "
                         f"{Config.exit_hidden})")

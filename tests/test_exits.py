@@ -102,3 +102,14 @@ def test_saved_heads_are_checked_when_loaded(model):
     bad[w0][0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         ExitCNN(model.cnn1, model.hidden).load_arrays(bad)
+
+
+def test_a_threshold_that_is_not_a_number_is_refused(model, images):
+    z = model.route_logits(images)
+    for bad in (float("nan"), -0.5, "0.9", None):
+        with pytest.raises(ValueError, match="threshold: expected a number >= 0"):
+            exit_routes(z, bad)
+        with pytest.raises(ValueError, match="threshold: expected a number >= 0"):
+            model.predict(images, bad)
+    with pytest.raises(ValueError, match=r"expected \(depth, N, classes\)"):
+        exit_routes(z[0], 0.5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from npskip.selection import WALL_LIMIT, choose_operating_point, modelled_wall
-from npskip.stats import normal_quantile, paired_difference
+from npskip.stats import normal_quantile, paired_difference, paired_loss_upper
 
 
 def test_paired_difference_against_a_direct_computation():
@@ -167,3 +167,31 @@ def test_the_rule_names_bad_input():
         choose_operating_point(t, right.astype(float), cnn1, flops, wall)
     with pytest.raises(ValueError, match=r"expected routed_right \(7, N\)"):
         choose_operating_point(t, right[:3], cnn1, flops, wall)
+
+
+def test_the_exact_loss_bound_against_the_binomial_tail():
+    # b (CNN1) wins 6 of the 13 images the two disagree on, out of 6000: the bound p_u on
+    # P(CNN1 wins a disagreement) is where P(Binomial(13, p_u) <= 6) falls to 5%
+    bound = paired_loss_upper(7, 6, 6000, 0.95)
+    p_u = (bound * 6000 / 13 + 1) / 2
+    tail = sum(math.comb(13, k) * p_u ** k * (1 - p_u) ** (13 - k) for k in range(7))
+    assert tail == pytest.approx(0.05, abs=1e-9)
+    # no disagreement: no lead; one image in the routed network's favour: a small bound,
+    # where the normal approximation's standard error is as large as the mean
+    assert paired_loss_upper(0, 0, 600) == 0.0
+    assert paired_loss_upper(1, 0, 6000) == pytest.approx(0.9 / 6000)
+    assert paired_loss_upper(0, 3, 6000) == pytest.approx(3 / 6000)   # all three CNN1's
+    with pytest.raises(ValueError, match="0 <= a_only"):
+        paired_loss_upper(5, 5, 8)
+
+
+def test_a_threshold_below_a_refused_one_is_not_accepted():
+    # losses by t (rising): 0.0 at the cheapest, 0.4 points in the middle, 0.0 above:
+    # the cheapest is within the tolerance on its own, but the sequence from t = 1 down
+    # stops at the middle one, so the rule takes the cheapest point above it
+    t, right, cnn1, flops, wall = synthetic(losses=(0.0, 0.004, 0.0, 0.0), disagree=0.002)
+    out = choose_operating_point(t, right, cnn1, flops, wall, tolerance=0.002)
+    within = [e["within_tolerance"] for e in out["evidence"]]
+    accepted = [e["accepted"] for e in out["evidence"]]
+    assert within == [True, False, True, True] and accepted == [False, False, True, True]
+    assert out["index"] == 2
