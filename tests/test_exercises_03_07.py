@@ -228,9 +228,48 @@ def test_nb07_loss_upper_bound(capsys):
     def two_sided(routed, cnn1, conf):   # 1.96 where the rule bounds one side
         d = routed.astype(float) - cnn1.astype(float)
         return -d.mean() + 1.959964 * d.std(ddof=1) / np.sqrt(len(d))
+    def population_std(routed, cnn1, conf):   # np.std's default ddof=0
+        d = routed.astype(float) - cnn1.astype(float)
+        return -d.mean() + NormalDist().inv_cdf(conf) * d.std() / np.sqrt(len(d))
+
+    def plus_mean(routed, cnn1, conf):   # the cascade's lead where CNN1's is asked
+        d = routed.astype(float) - cnn1.astype(float)
+        return d.mean() + NormalDist().inv_cdf(conf) * d.std(ddof=1) / np.sqrt(len(d))
     with pytest.raises(AssertionError, match="two separate accuracies"):
         ex7.check_loss_upper_bound(unpaired)
     with pytest.raises(AssertionError, match="1.645"):
         ex7.check_loss_upper_bound(two_sided)
+    with pytest.raises(AssertionError, match="ddof=1"):
+        ex7.check_loss_upper_bound(population_std)
+    with pytest.raises(AssertionError, match="CNN1's lead"):
+        ex7.check_loss_upper_bound(plus_mean)
     ex7.check_loss_upper_bound(not_written)
+    assert "not written yet" in capsys.readouterr().out
+
+
+def test_nb07_exact_loss_upper(capsys):
+    passes(ex7.check_exact_loss_upper, sol7.exact_loss_upper, capsys=capsys)
+
+    def share_only(a, b, n, conf):       # p_u itself, not the lead it bounds
+        return 0.0 if a + b == 0 else 1.0 if a == 0 else stats.beta.ppf(conf, b + 1, a)
+
+    def two_sided(a, b, n, conf):        # (1 + confidence) / 2 where one side is bounded
+        d = a + b
+        return 0.0 if d == 0 else d / n if a == 0 else \
+            d * (2 * stats.beta.ppf((1 + conf) / 2, b + 1, a) - 1) / n
+
+    def no_all_cnn1_case(a, b, n, conf):   # Beta(b + 1, 0) gives nan
+        d = a + b
+        return 0.0 if d == 0 else d * (2 * stats.beta.ppf(conf, b + 1, a) - 1) / n
+
+    def normal(a, b, n, conf):           # part a's approximation
+        d = np.r_[np.ones(a), -np.ones(b), np.zeros(n - a - b)]
+        return 0.0 if a + b == 0 else \
+            -d.mean() + NormalDist().inv_cdf(conf) * d.std(ddof=1) / np.sqrt(n)
+    for wrong, words in ((share_only, "the lead is D"), (two_sided, "one-sided"),
+                         (no_all_cnn1_case, "every disagreement"),
+                         (normal, "normal approximation")):
+        with pytest.raises(AssertionError, match=words):
+            ex7.check_exact_loss_upper(wrong)
+    ex7.check_exact_loss_upper(not_written)
     assert "not written yet" in capsys.readouterr().out

@@ -5,12 +5,14 @@ is wrong; a function that still raises NotImplementedError is reported as not
 written yet. Reference solutions: ../solutions/nb07.py.
 """
 
+from statistics import NormalDist
+
 import numpy as np
 
 from npskip.exits import ExitCNN, exit_routes
 from npskip.losses import softmax
 from npskip.model import SkipCNN
-from npskip.stats import paired_difference
+from npskip.stats import paired_difference, paired_loss_upper
 
 
 def _not_written(name):
@@ -97,7 +99,9 @@ def check_exit_flops(fn):
 
 def check_loss_upper_bound(fn):
     """fn(routed_right (N,) bool, cnn1_right (N,) bool, confidence) -> the one-sided upper
-    confidence bound of the accuracy loss against CNN1, as a fraction."""
+    confidence bound of the accuracy loss against CNN1, as a fraction, by the normal
+    approximation: -mean(d) + z * std(d, ddof=1) / sqrt(N), d = routed - CNN1 per image.
+    (The rule itself uses the exact bound: check_exact_loss_upper.)"""
     rng = np.random.default_rng(7)
     cases = []
     for n, p, flip, conf in ((6000, 0.988, 0.006, 0.95), (25, 0.8, 0.2, 0.95),
@@ -111,24 +115,79 @@ def check_loss_upper_bound(fn):
         except NotImplementedError:
             return _not_written("loss_upper_bound")
         want = -paired_difference(routed, cnn1, conf)["low"]
-        if abs(float(got) - want) < 1e-9:
+        # relative: the answers differ from the reference only in rounding
+        if abs(float(got) - want) <= 1e-7 * max(abs(want), 1e-6):
             continue
         n = len(routed)
         d = routed.astype(float) - cnn1.astype(float)
         a, b = routed.mean(), cnn1.mean()
+        z = NormalDist().inv_cdf(conf)
         unpaired_se = np.sqrt(a * (1 - a) / n + b * (1 - b) / n)
+
+        def near(x):
+            return abs(float(got) - x) <= 1e-6 * max(abs(x), 1e-6)
         hint = ""
-        if abs(float(got) - (b - a + 1.6448536 * unpaired_se)) < 1e-6 and conf == 0.95:
+        if near(b - a + z * unpaired_se):
             hint = (" -- that is the bound of two separate accuracies; pair them: the standard "
                     "error of the per-image differences d = routed - CNN1")
-        elif conf == 0.95 and abs(float(got) - (-d.mean() + 1.959964 * d.std(ddof=1)
-                                                / np.sqrt(n))) < 1e-6:
+        elif near(-d.mean() + z * d.std(ddof=0) / np.sqrt(n)):
+            hint = (" -- np.std divides by N by default (ddof=0); the standard error of a mean "
+                    "uses the sample standard deviation, d.std(ddof=1)")
+        elif conf == 0.95 and near(-d.mean() + 1.959964 * d.std(ddof=1) / np.sqrt(n)):
             hint = (" -- a one-sided 95% bound uses z = 1.645 (normal_quantile(0.95)), not the "
                     "two-sided 1.96")
-        elif abs(float(got) - (d.mean() + (want + d.mean()))) < 1e-6:
+        elif near(d.mean() + z * d.std(ddof=1) / np.sqrt(n)):
             hint = " -- the loss is CNN1's lead: minus the mean of routed - CNN1"
         raise AssertionError(
             f"loss_upper_bound on {n} images ({np.count_nonzero(routed & ~cnn1)} right only "
             f"routed, {np.count_nonzero(cnn1 & ~routed)} right only by CNN1, confidence "
-            f"{conf}): expected {100 * want:.4f} points, received {100 * float(got):.4f}{hint}")
-    print("passed: loss_upper_bound, the paired bound the rule accepts a threshold on")
+            f"{conf}): expected {100 * want:.8f} points, received {100 * float(got):.8f}{hint}")
+    print("passed: loss_upper_bound, the paired bound by the normal approximation (the rule "
+          "uses the exact one: part b)")
+
+
+def check_exact_loss_upper(fn):
+    """fn(a_only, b_only, n, confidence) -> the exact (Clopper-Pearson) one-sided upper
+    bound of CNN1's lead, as a fraction, from a_only images only the cascade gets right
+    and b_only only CNN1 gets right, among n (npskip.stats.paired_loss_upper)."""
+    from scipy.stats import beta
+    cases = [(37, 19, 600, 0.95), (3, 0, 600, 0.95), (7, 5, 6000, 0.95), (0, 4, 1000, 0.95),
+             (9, 9, 10000, 0.99), (0, 0, 600, 0.95), (20, 1, 6000, 0.95)]
+    for a, b, n, conf in cases:
+        try:
+            got = fn(a, b, n, conf)
+        except NotImplementedError:
+            return _not_written("exact_loss_upper")
+        want = paired_loss_upper(a, b, n, conf)
+        if got is not None and np.isfinite(float(got)) and \
+                abs(float(got) - want) <= 1e-7 * max(abs(want), 1e-6):
+            continue
+        d = a + b
+        hint = ""
+        if got is None or not np.isfinite(float(got)):
+            hint = (" -- no disagreements: CNN1's lead is exactly 0" if d == 0 else
+                    " -- when CNN1 wins every disagreement, Beta(b + 1, 0) is not defined: "
+                    "the bound on p is 1" if b == d else "")
+        elif d and b < d:
+            def near(x):
+                return abs(float(got) - x) <= 1e-6 * max(abs(x), 1e-6)
+            p_u = beta.ppf(conf, b + 1, d - b)
+            z = NormalDist().inv_cdf(conf)
+            dd = np.r_[np.ones(a), -np.ones(b), np.zeros(n - d)]
+            if near(p_u):
+                hint = (" -- that is p_u, the bound on the share of disagreements CNN1 wins; "
+                        "the lead is D (2 p_u - 1) / n")
+            elif near(d * (2 * beta.ppf((1 + conf) / 2, b + 1, d - b) - 1) / n):
+                hint = (" -- one-sided: the confidence quantile of Beta, not (1 + confidence) "
+                        "/ 2")
+            elif b and near(d * (2 * beta.ppf(conf, b, d - b + 1) - 1) / n):
+                hint = (" -- Beta(b, D - b + 1) gives a lower bound's shape; the upper bound "
+                        "on p is the quantile of Beta(b + 1, D - b)")
+            elif near(-dd.mean() + z * dd.std(ddof=1) / np.sqrt(n)):
+                hint = (" -- that is the normal approximation of part a; here use the "
+                        "binomial count of CNN1's wins among the D disagreements")
+        raise AssertionError(
+            f"exact_loss_upper(a_only={a}, b_only={b}, n={n}, confidence={conf}): expected "
+            f"{100 * want:.8f} points, received "
+            f"{'None' if got is None else f'{100 * float(got):.8f}'}{hint}")
+    print("passed: exact_loss_upper, the exact bound the rule accepts a threshold on")

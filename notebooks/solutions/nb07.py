@@ -42,8 +42,26 @@ def exit_flops(input_shape, widths, num_classes, hidden, route):
 
 
 def loss_upper_bound(routed_right, cnn1_right, confidence=0.95):
-    """One-sided upper bound of CNN1's lead: -mean(d) + z * std(d, ddof=1) / sqrt(N),
-    d = routed - CNN1 per image, z the ``confidence`` quantile of the normal (1.645)."""
+    """One-sided upper bound of CNN1's lead by the normal approximation:
+    -mean(d) + z * std(d, ddof=1) / sqrt(N), d = routed - CNN1 per image, z the
+    ``confidence`` quantile of the normal (1.645 for 0.95). ddof=1: the sample standard
+    deviation, as the standard error of a mean uses."""
     d = np.asarray(routed_right, dtype=np.float64) - np.asarray(cnn1_right, dtype=np.float64)
     se = d.std(ddof=1) / np.sqrt(len(d))
     return -d.mean() + NormalDist().inv_cdf(confidence) * se
+
+
+def exact_loss_upper(a_only, b_only, n, confidence=0.95):
+    """Exact one-sided upper bound of CNN1's lead, (b_only - a_only) / n, as a fraction.
+
+    Of the D = a_only + b_only images the two disagree on, CNN1 wins b_only:
+    Binomial(D, p). The lead is D (2p - 1) / n. The Clopper-Pearson upper bound p_u on p
+    is the ``confidence`` quantile of Beta(b_only + 1, D - b_only): the largest p under
+    which as few as b_only wins still has probability at least 1 - confidence.
+    """
+    from scipy.stats import beta
+    d = a_only + b_only
+    if d == 0:
+        return 0.0                                          # they agree on every image
+    p_upper = 1.0 if b_only == d else beta.ppf(confidence, b_only + 1, d - b_only)
+    return d * (2 * p_upper - 1) / n
