@@ -419,8 +419,12 @@ def test_ctrl_c_says_how_to_resume(tmp_path, data_dir):
     cmd = [sys.executable, "-m", "npskip.cli", "train", "--limit", "3000", "--epochs", "50",
            "--no-progress", "--out", str(tmp_path / "t"), "--data-dir", str(data_dir),
            "--mirror", MIRROR.as_uri()]
+    # A shell that starts the test suite in the background (`pytest ... &`) hands its
+    # children SIGINT ignored, and Python then installs no handler for it: restore the
+    # default, so that the child meets Ctrl-C as it would in a terminal.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO)
+                            cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
         if "epoch 1/50" in line:                         # training, a checkpoint saved
             break
