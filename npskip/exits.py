@@ -171,14 +171,26 @@ class ExitCNN:
 
     def route_logits(self, x, batch_size=256):
         """Every exit's logits for every image: (depth, N, classes), the last being CNN1's."""
+        return self._logits(x, batch_size, with_cnn1=True)
+
+    def head_logits(self, x, batch_size=256):
+        """The heads' logits only, (depth-1, N, classes): CNN1's last conv layer is not run."""
+        return self._logits(x, batch_size, with_cnn1=False)
+
+    def _logits(self, x, batch_size, with_cnn1):
         check_array(x, "images", ndim=4, dtype=self.cnn1.dtype)
-        out = np.empty((self.depth, len(x), self.num_classes), dtype=self.cnn1.dtype)
+        rows = self.depth if with_cnn1 else self.depth - 1
+        out = np.empty((rows, len(x), self.num_classes), dtype=self.cnn1.dtype)
         for s in range(0, len(x), batch_size):
             xb = x[s:s + batch_size]
-            out[-1, s:s + len(xb)] = self.cnn1.forward(xb)       # the full route: CNN1
+            if with_cnn1:
+                out[-1, s:s + len(xb)] = self.cnn1.forward(xb)   # the full route: CNN1
+                maps = self.cnn1.activations
+            else:
+                maps = self.features(xb)
             for k, head in enumerate(self.heads):
-                # cnn1.activations holds every conv layer's output of the pass just made
-                out[k, s:s + len(xb)] = head.forward(self.cnn1.activations[k])
+                # the conv layers' outputs of the pass just made
+                out[k, s:s + len(xb)] = head.forward(maps[k])
                 head.forget()
         return out
 
@@ -194,7 +206,7 @@ class ExitCNN:
         check_array(x, "images", ndim=4, dtype=self.cnn1.dtype)
         check_finite(x, "images")
         routes = np.full(len(x), self.depth - 1, dtype=np.int64)
-        if check_threshold(threshold) >= 1:                                # no early exit: CNN1 itself
+        if check_threshold(threshold) >= 1:               # no early exit: CNN1 itself
             return predict(self.cnn1, x, batch_size=batch_size), routes
         logits = np.empty((len(x), self.num_classes), dtype=self.cnn1.dtype)
         convs = self.cnn1.convs
@@ -255,8 +267,8 @@ def exit_routes(route_logits, threshold):
 
 def train_heads(model, x, y, epochs, batch_size=128, seed=0, val=None, log=print):
     """Train the exit heads on (x, y) with CNN1 frozen: each head a classifier on its
-    conv layer's maps (fixed, since CNN1 does not change), cross-entropy, RMSprop (Keras' defaults), batches drawn
-    from a Generator seeded by (seed, epoch).
+    conv layer's maps (fixed, since CNN1 does not change), cross-entropy, RMSprop
+    (Keras' defaults), batches drawn from a Generator seeded by (seed, epoch).
 
     val: (x_val, y_val) reported after each epoch. Returns the history: per epoch and
     head, the training loss and the validation accuracy; per epoch, its seconds.
@@ -277,7 +289,7 @@ def train_heads(model, x, y, epochs, batch_size=128, seed=0, val=None, log=print
             optimizer.step([d for head in model.heads for d in head.dense])
         history["loss"].append((totals / len(x)).tolist())
         if val is not None:
-            z = model.route_logits(val[0])
+            z = model.head_logits(val[0])
             history["val_accuracy"].append([float(np.mean(z[k].argmax(axis=1) == val[1]))
                                             for k in range(len(model.heads))])
         history["seconds"].append(time.perf_counter() - began)

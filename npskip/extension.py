@@ -197,40 +197,40 @@ def run_curve(run):
         r_flops = router_flops(cfg, router, run.input_shape)
         p_val = softmax(predict(router, router_input(cfg, run.x_val)))
         p_te = softmax(predict(router, router_input(cfg, run.x_te)))
+        cnn1_val = predict(cnn1, run.x_val)                      # (N, classes) logits
         record = sweep(
             run, THRESHOLDS, lambda t: threshold_routes(p_val, t),
             lambda t: threshold_routes(p_te, t), b["right_val"], b["right_test"],
             lambda routes, t: (cnn3.flops_per_image(routes) + r_flops) / full,
-            lambda x, t: cheap_routed_predict(router, cnn3, x, t, factor=pool_factor(cfg)), cnn1)
+            lambda x, t: cheap_routed_predict(router, cnn3, x, t, factor=pool_factor(cfg)), cnn1,
+            cnn1_val.argmax(axis=1) == run.y_val,
+            predict(cnn1, run.x_te).argmax(axis=1) == run.y_te)
         # The same choice with the true class's probability as the per-image score: a
         # finer view of the chosen point's validation evidence (reported, not decided on).
         choice = record["selection"]["threshold"]
         if "p_true_val" in b and choice is not None:
             n_val = len(run.y_val)
             r_val = threshold_routes(p_val, choice)
-            p1 = softmax(predict(cnn1, run.x_val))[np.arange(n_val), run.y_val]
+            p1 = softmax(cnn1_val)[np.arange(n_val), run.y_val]
             record["operating_point"]["val_p_true_difference"] = paired_difference(
                 b["p_true_val"][r_val, np.arange(n_val)], p1, cfg.operating_confidence)
-        oracle = cheapest(b["right_test"])
         return {"labels": cfg.labels, "router": cfg.router, "router_flops_fraction": r_flops / full,
-                **record,
-                "oracle": {"test_accuracy": float(b["right_test"][oracle, np.arange(len(oracle))]
-                                                  .mean()),
-                           "flops_fraction": float(cnn3.flops_per_image(oracle).mean() / full)}}
+                **record, "oracle": oracle_record(b["right_test"], cnn3.flops_per_image, full)}
     return run.stage(name, go, inputs=["cnn1.npz", "cnn3_any.npz", "behaviour.npz",
                                        f"router_{suffix(run.config)}.npz"],
                      settings=STAGE_SETTINGS["curve"])
 
 
 def sweep(run, thresholds, routes_val, routes_test, right_val, right_test, flops_fraction,
-          routed, cnn1):
+          routed, cnn1, cnn1_val_right, cnn1_test_right):
     """The curve of a routing knob, its wall-clock, and the operating point chosen on
     validation (shared by the router and the exit curves).
 
     routes_val(t), routes_test(t): each image's route at threshold t; right_val,
     right_test: (depth, N) bool, the routed network right on image i by route r;
     flops_fraction(routes, t) -> (N,) multiply-adds per image against CNN1's, routing
-    included; routed(x, t): the deployed path on images x (timed against CNN1).
+    included; routed(x, t): the deployed path on images x (timed against CNN1);
+    cnn1_val_right, cnn1_test_right: (N,) bool, CNN1 right on each image.
     """
     cfg = run.config
     rng = np.random.default_rng([run.seed, 6])
@@ -256,8 +256,6 @@ def sweep(run, thresholds, routes_val, routes_test, right_val, right_test, flops
     # The guard's wall-clock is measured on the validation images, like the evidence.
     curve["val_wall_fraction"], t_cnn1_val = time_curve(cnn1, routed, thresholds, run.x_val, cfg)
 
-    cnn1_val_right = predict(cnn1, run.x_val).argmax(axis=1) == run.y_val
-    cnn1_test_right = predict(cnn1, run.x_te).argmax(axis=1) == run.y_te
     # The rule sees validation arrays only (npskip.selection); the test set then
     # reports what its choice does.
     choice = choose_operating_point(thresholds, np.array(val_right), cnn1_val_right,
@@ -281,6 +279,14 @@ def sweep(run, thresholds, routes_val, routes_test, right_val, right_test, flops
         "wall_seconds_cnn1": t_cnn1, "wall_seconds_cnn1_val": t_cnn1_val,
         "timed_images": n, "timed_val_images": n_val, "timing_repeats": cfg.timing_repeats,
     }
+
+
+def oracle_record(right_test, flops_per_image, full):
+    """Every test image on the cheapest route that gets it right (the last if none does):
+    its accuracy and multiply-adds against CNN1's. right_test: (depth, N) bool."""
+    oracle = cheapest(right_test)
+    return {"test_accuracy": float(right_test[oracle, np.arange(len(oracle))].mean()),
+            "flops_fraction": float(flops_per_image(oracle).mean() / full)}
 
 
 def evidence_columns(evidence):
@@ -399,13 +405,11 @@ def run_exit_curve(run):
         record = sweep(run, EXIT_THRESHOLDS, lambda t: exit_routes(z_val, t),
                        lambda t: exit_routes(z_te, t), right_val, right_te,
                        lambda routes, t: model.flops_per_image(routes, t) / full,
-                       lambda x, t: model.predict(x, t), cnn1)
+                       lambda x, t: model.predict(x, t), cnn1,
+                       right_val[-1], right_te[-1])        # the last exit is CNN1 itself
         # The oracle leaves at the first exit that is right; it pays every head on the way.
-        oracle = cheapest(right_te)
         return {"labels": "confidence", "router": "exit", "router_flops_fraction": 0.0,
-                **record,
-                "oracle": {"test_accuracy": float(right_te[oracle, np.arange(len(oracle))].mean()),
-                           "flops_fraction": float(model.flops_per_image(oracle).mean() / full)}}
+                **record, "oracle": oracle_record(right_te, model.flops_per_image, full)}
     return run.stage("curve_exit", go, inputs=["cnn1.npz", "exits.npz"],
                      settings=STAGE_SETTINGS["curve"])
 

@@ -23,8 +23,9 @@ def passes(check, *args, capsys):
     assert capsys.readouterr().out.startswith("passed")
 
 
-def fails(check, *args):
-    with pytest.raises(AssertionError):
+def fails(check, *args, hint=None):
+    """The check raises AssertionError on this answer (with ``hint`` in its message)."""
+    with pytest.raises(AssertionError, match=hint):
         check(*args)
 
 
@@ -132,12 +133,9 @@ def test_nb06_cifar_record(capsys):
 
     def columns_first(record):        # moves the channels last but swaps rows and columns
         return record[2:].reshape(3, 32, 32).T, int(record[0]), int(record[1])
-    with pytest.raises(AssertionError, match="three planes"):
-        ex6.check_cifar_record(interleaved)
-    with pytest.raises(AssertionError, match="first byte is the coarse"):
-        ex6.check_cifar_record(fine_first)
-    with pytest.raises(AssertionError, match="rows and columns are swapped"):
-        ex6.check_cifar_record(columns_first)
+    fails(ex6.check_cifar_record, interleaved, hint="three planes")
+    fails(ex6.check_cifar_record, fine_first, hint="first byte is the coarse")
+    fails(ex6.check_cifar_record, columns_first, hint="rows and columns are swapped")
 
 
 def test_nb06_seed_gap(capsys):
@@ -153,10 +151,8 @@ def test_nb06_seed_gap(capsys):
         se = np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
         half = stats.t.ppf(0.975, len(d) - 1) * se
         return d.mean(), d.mean() - half, d.mean() + half
-    with pytest.raises(AssertionError, match="Student's t"):
-        ex6.check_seed_gap(normal_quantile)
-    with pytest.raises(AssertionError, match="seeds pair"):
-        ex6.check_seed_gap(unpaired)
+    fails(ex6.check_seed_gap, normal_quantile, hint="Student's t")
+    fails(ex6.check_seed_gap, unpaired, hint="seeds pair")
     ex6.check_seed_gap(not_written)
     assert "not written yet" in capsys.readouterr().out
 
@@ -212,10 +208,8 @@ def test_nb07_exit_flops(capsys):
         if route == len(widths) - 1:
             return SkipCNN(shape, classes, widths).flops()["total"]
         return sol7.exit_flops(shape, widths, classes, hidden, route)
-    with pytest.raises(AssertionError, match="every head before it"):
-        ex7.check_exit_flops(only_its_head)
-    with pytest.raises(AssertionError, match="every head it passed"):
-        ex7.check_exit_flops(cnn1_at_the_end)
+    fails(ex7.check_exit_flops, only_its_head, hint="every head before it")
+    fails(ex7.check_exit_flops, cnn1_at_the_end, hint="every head it passed")
 
 
 def test_nb07_loss_upper_bound(capsys):
@@ -235,14 +229,10 @@ def test_nb07_loss_upper_bound(capsys):
     def plus_mean(routed, cnn1, conf):   # the cascade's lead where CNN1's is asked
         d = routed.astype(float) - cnn1.astype(float)
         return d.mean() + NormalDist().inv_cdf(conf) * d.std(ddof=1) / np.sqrt(len(d))
-    with pytest.raises(AssertionError, match="two separate accuracies"):
-        ex7.check_loss_upper_bound(unpaired)
-    with pytest.raises(AssertionError, match="1.645"):
-        ex7.check_loss_upper_bound(two_sided)
-    with pytest.raises(AssertionError, match="ddof=1"):
-        ex7.check_loss_upper_bound(population_std)
-    with pytest.raises(AssertionError, match="CNN1's lead"):
-        ex7.check_loss_upper_bound(plus_mean)
+    fails(ex7.check_loss_upper_bound, unpaired, hint="two separate accuracies")
+    fails(ex7.check_loss_upper_bound, two_sided, hint="1.645")
+    fails(ex7.check_loss_upper_bound, population_std, hint="ddof=1")
+    fails(ex7.check_loss_upper_bound, plus_mean, hint="CNN1's lead")
     ex7.check_loss_upper_bound(not_written)
     assert "not written yet" in capsys.readouterr().out
 

@@ -113,3 +113,8 @@ def test_a_threshold_that_is_not_a_number_is_refused(model, images):
             model.predict(images, bad)
     with pytest.raises(ValueError, match=r"expected \(depth, N, classes\)"):
         exit_routes(z[0], 0.5)
+
+
+def test_the_heads_alone_give_the_same_logits_without_cnn1s_last_layer(model, images):
+    assert np.array_equal(model.head_logits(images, batch_size=16),
+                          model.route_logits(images, batch_size=16)[:-1])
