@@ -44,7 +44,8 @@ FLAGS = {"dataset": "--dataset", "epochs": "--epochs", "batch_size": "--batch-si
          "val_fraction": "--val-fraction", "limit": "--limit", "seeds": "--seeds",
          "labels": "--labels", "router": "--router", "label_confidence": "--label-confidence",
          "any_init": "--any-init", "any_distill_weight": "--any-distill-weight",
-         "exit_epochs": "--exit-epochs", "exit_hidden": "--exit-hidden"}
+         "exit_epochs": "--exit-epochs", "exit_hidden": "--exit-hidden",
+         "exit_pool": "--exit-pool"}
 
 
 def unit_interval(text):
@@ -88,7 +89,8 @@ def make_config(args, seeds):
                       router=getattr(args, "router", "none"),
                       label_confidence=getattr(args, "label_confidence", 0.9),
                       **{k: getattr(args, k) for k in ("any_init", "any_distill_weight",
-                                                       "exit_epochs", "exit_hidden")
+                                                       "exit_epochs", "exit_hidden",
+                                                       "exit_pool")
                          if getattr(args, k, None) is not None})
     except ConfigError as e:
         flag = "--seed" if e.name == "seeds" and args.command == "train" else FLAGS[e.name]
@@ -257,6 +259,9 @@ def main(argv=None):
     p.add_argument("--exit-hidden", type=int, default=None,
                    help=f"hidden units of each exit head, 0 for one dense layer (default "
                         f"{Config.exit_hidden})")
+    p.add_argument("--exit-pool", type=int, default=None,
+                   help=f"each exit head averages its maps over pool x pool blocks before its "
+                        f"dense layers, 1 for none (default {Config.exit_pool})")
     p.add_argument("--label-confidence", type=float, default=0.9,
                    help="behaviour labels: the cheapest route giving the true class at least "
                         "this probability (default 0.9)")

@@ -366,7 +366,8 @@ def time_curve(cnn1, routed, thresholds, x, config):
 
 def exit_model(run):
     """CNN1 with the exit heads of the exits stage."""
-    return ExitCNN(run.model("cnn1"), run.config.exit_hidden).load_arrays(
+    cfg = run.config
+    return ExitCNN(run.model("cnn1"), cfg.exit_hidden, cfg.exit_pool).load_arrays(
         run.arrays("exits.npz"), str(run.folder / "exits.npz"))
 
 
@@ -375,7 +376,7 @@ def run_exits(run):
 
     def go():
         cfg = run.config
-        model = ExitCNN(run.model("cnn1"), cfg.exit_hidden, seed=[run.seed, 7])
+        model = ExitCNN(run.model("cnn1"), cfg.exit_hidden, cfg.exit_pool, seed=[run.seed, 7])
         hist = train_heads(model, run.x_tr, run.y_tr, cfg.exit_epochs, cfg.batch_size,
                            seed=[run.seed, 7], val=(run.x_val, run.y_val),
                            log=lambda m: run.log(f"[seed {run.seed}] {m}"))

@@ -93,7 +93,8 @@ class Config:
     labels: str = "behaviour"        # "behaviour" (CNN3-any's own) or "activation" (the paper's)
     router: str = "exit"
     exit_epochs: int = 10            # epochs of the exit heads' training (CNN1 frozen)
-    exit_hidden: int = 32            # hidden units of each exit head (0: one dense layer)
+    exit_hidden: int = 64            # hidden units of each exit head (0: one dense layer)
+    exit_pool: int = 2               # each exit head averages its maps over pool x pool blocks
     router_widths: tuple = (8, 16)
     label_confidence: float = 0.9
     # The operating point (npskip.selection.choose_operating_point): a threshold is taken
@@ -141,6 +142,7 @@ class Config:
             raise ConfigError("router", self.router, "'exit', 'small', 'full' or 'none'")
         self.exit_epochs = check_int("exit_epochs", self.exit_epochs, 1)
         self.exit_hidden = check_int("exit_hidden", self.exit_hidden, 0)
+        self.exit_pool = check_int("exit_pool", self.exit_pool, 1)
         self.router_widths = check_widths("router_widths", self.router_widths, 1)
         self.label_confidence = check_fraction("label_confidence", self.label_confidence,
                                                high_closed=True)
@@ -209,7 +211,7 @@ def accuracy_record(correct, n):
 STAGE_SETTINGS = {
     "cnn3_any": ("any_init", "any_route_weights", "any_distill_weight", "any_temperature"),
     "curve": ("operating_tolerance", "operating_confidence"),
-    "exits": ("exit_epochs", "exit_hidden"),
+    "exits": ("exit_epochs", "exit_hidden", "exit_pool"),
 }
 NOT_RECORDED = ("seeds", "labels", "router") + sum(STAGE_SETTINGS.values(), ())
 

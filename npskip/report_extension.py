@@ -153,9 +153,10 @@ def _share(x, n_seeds):
 
 def head_words(cfg):
     """What an exit head is, in words, from the config."""
-    hidden = cfg.get("exit_hidden", 0)
-    return (f"each a dense layer of {hidden} units, ReLU and a dense layer to the classes"
-            if hidden else "each one dense layer to the classes")
+    hidden, pool = cfg.get("exit_hidden", 0), cfg.get("exit_pool", 1)
+    pooled = f"each averaging its maps over {pool}x{pool} blocks, then " if pool > 1 else "each "
+    return pooled + (f"a dense layer of {hidden} units, ReLU and a dense layer to the classes"
+                     if hidden else "one dense layer to the classes")
 
 
 def training_words(cfg):

@@ -139,10 +139,15 @@ def choose_operating_point(thresholds, routed_right, cnn1_right, flops_fraction,
         # fewest multiply-adds (counted, reproducible); a tie goes to the lower t
         pick = min(both, key=lambda i: (evidence[i]["flops_fraction"], i))
         e = evidence[pick]
-        decision = (f"t = {e['threshold']:.4g}: its accuracy loss against CNN1 on "
-                    f"{e['paired_difference']['n']} validation images is at most "
-                    f"{100 * e['paired_difference']['loss_upper']:.2f} points "
-                    f"({100 * confidence:.0f}% upper bound; tolerance {100 * tolerance:.1f}), "
+        bound = e["paired_difference"]["loss_upper"]
+        # a negative bound on the loss is a gain: say it as one
+        evidence_words = (f"its accuracy loss against CNN1 on {e['paired_difference']['n']} "
+                          f"validation images is at most {100 * bound:.2f} points" if bound >= 0
+                          else f"it is more accurate than CNN1 on {e['paired_difference']['n']} "
+                          f"validation images, by at least {-100 * bound:.2f} points")
+        decision = (f"t = {e['threshold']:.4g}: {evidence_words} "
+                    f"({100 * confidence:.0f}% confidence bound; tolerance "
+                    f"{100 * tolerance:.1f}), "
                     f"at {e['flops_fraction']:.3f} of CNN1's multiply-adds and a predicted "
                     f"{e['modelled_wall_fraction']:.2f} of its wall-clock (measured on "
                     f"validation: {e['measured_wall_fraction']:.2f})")

@@ -8,10 +8,11 @@ from npskip.exits import ExitCNN, exit_routes, exits_here, train_heads
 from npskip.model import SkipCNN
 
 
-@pytest.fixture(params=[0, 5], ids=["linear heads", "hidden heads"])
+@pytest.fixture(params=[(0, 1), (5, 2)], ids=["linear heads", "pooled hidden heads"])
 def model(request):
     cnn1 = SkipCNN((8, 8, 1), 3, (4, 4, 6), seed=1)
-    return ExitCNN(cnn1, hidden=request.param, seed=2)
+    hidden, pool = request.param
+    return ExitCNN(cnn1, hidden=hidden, pool=pool, seed=2)
 
 
 @pytest.fixture
@@ -57,8 +58,10 @@ def test_an_image_that_leaves_never_enters_the_later_layers(model, images):
 def test_flops_count_the_layers_and_heads_passed(model):
     h = w = 8
     conv = [h * w * 4 * 9 * 1, h * w * 4 * 9 * 4, h * w * 6 * 9 * 4]
-    u = model.hidden
-    one = h * w * 4 * u + u * 3 if u else h * w * 4 * 3      # a head on 4 maps of 8x8
+    u, p = model.hidden, model.pool
+    feats = (h // p) * (w // p) * 4                           # a head on 4 maps of 8x8, pooled
+    pooling = h * w * 4 if p > 1 else 0                       # one addition per map value
+    one = pooling + (feats * u + u * 3 if u else feats * 3)
     head = [one, one, h * w * 6 * 3]                         # the last: CNN1's dense layer
     assert model.flops(0) == conv[0] + head[0]
     assert model.flops(2) == sum(conv) + sum(head)
@@ -88,20 +91,20 @@ def test_training_the_heads_leaves_cnn1_untouched(model, images, rng):
 
 def test_saved_heads_are_checked_when_loaded(model):
     arrays = {k: v.copy() for k, v in model.arrays().items()}
-    other = ExitCNN(model.cnn1, model.hidden, seed=9).load_arrays(arrays)
+    other = ExitCNN(model.cnn1, model.hidden, model.pool, seed=9).load_arrays(arrays)
     assert all(np.array_equal(other.arrays()[k], v) for k, v in arrays.items())
     w1, b0, w0 = "head1.dense0.W", "head0.dense0.b", "head0.dense0.W"
     with pytest.raises(ValueError, match="head1.dense0.W of shape"):
-        ExitCNN(model.cnn1, model.hidden).load_arrays({**arrays, w1: arrays[w1][:-1]})
+        ExitCNN(model.cnn1, model.hidden, model.pool).load_arrays({**arrays, w1: arrays[w1][:-1]})
     with pytest.raises(ValueError, match="expected head0.dense0.b"):
-        ExitCNN(model.cnn1, model.hidden).load_arrays({k: v for k, v in arrays.items() if k != b0})
+        ExitCNN(model.cnn1, model.hidden, model.pool).load_arrays({k: v for k, v in arrays.items() if k != b0})
     other = model.hidden + 3                                     # heads of another shape
     with pytest.raises(ValueError, match=f"{other} hidden units"):
-        ExitCNN(model.cnn1, hidden=other).load_arrays(arrays)
+        ExitCNN(model.cnn1, hidden=other, pool=model.pool).load_arrays(arrays)
     bad = {**arrays, w0: arrays[w0].copy()}
     bad[w0][0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        ExitCNN(model.cnn1, model.hidden).load_arrays(bad)
+        ExitCNN(model.cnn1, model.hidden, model.pool).load_arrays(bad)
 
 
 def test_a_threshold_that_is_not_a_number_is_refused(model, images):
@@ -118,3 +121,44 @@ def test_a_threshold_that_is_not_a_number_is_refused(model, images):
 def test_the_heads_alone_give_the_same_logits_without_cnn1s_last_layer(model, images):
     assert np.array_equal(model.head_logits(images, batch_size=16),
                           model.route_logits(images, batch_size=16)[:-1])
+
+
+def test_a_head_averages_its_maps_then_runs_its_dense_layers(rng):
+    from npskip.exits import ExitHead
+    from npskip.kernels import avg_pool_naive
+    head = ExitHead((8, 8, 4), 3, hidden=5, pool=2, rng=0)
+    maps = rng.random((6, 8, 8, 4), dtype=np.float32)
+    pooled = avg_pool_naive(maps, 2).reshape(6, -1)                  # (6, 4*4*4)
+    (d0, d1) = head.dense
+    by_hand = np.maximum(pooled @ d0.params["W"] + d0.params["b"], 0) @ d1.params["W"] \
+        + d1.params["b"]
+    np.testing.assert_allclose(head.forward(maps), by_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head.pooled(maps), pooled, rtol=1e-6)
+    assert head.in_features == 64 and head.flops() == 8 * 8 * 4 + 64 * 5 + 5 * 3
+    for bad in (3, 0, 2.0):
+        with pytest.raises(ValueError, match="pool: expected an integer >= 1 that divides"):
+            ExitHead((8, 8, 4), 3, pool=bad)
+    with pytest.raises(ValueError, match=r"expected \(N, 8, 8, 4\)"):
+        head.pooled(maps[:, :4])
+
+
+def test_heads_trained_on_kept_maps_equal_heads_trained_on_maps_made_per_batch(images, rng):
+    """train_heads computes the pooled maps once; recomputing them for every batch,
+    as a network that did not keep them would, gives bit-identical heads."""
+    from npskip.losses import softmax_cross_entropy
+    from npskip.optim import RMSprop
+    y = rng.integers(0, 3, len(images))
+    cnn1 = SkipCNN((8, 8, 1), 3, (4, 4, 6), seed=1)
+    kept = ExitCNN(cnn1, hidden=5, pool=2, seed=2)
+    train_heads(kept, images, y, epochs=3, batch_size=8, seed=4, log=lambda m: None)
+    ref = ExitCNN(cnn1, hidden=5, pool=2, seed=2)
+    opt = RMSprop()
+    for epoch in range(3):
+        order = np.random.default_rng([4, epoch]).permutation(len(images))
+        for start in range(0, len(images), 8):
+            idx = np.sort(order[start:start + 8])
+            for head, f in zip(ref.heads, ref.features(images[idx])):
+                head.backward(softmax_cross_entropy(head.forward(f), y[idx])[1])
+            opt.step([d for head in ref.heads for d in head.dense])
+    for k, v in kept.arrays().items():
+        assert np.array_equal(v, ref.arrays()[k]), k

@@ -195,3 +195,18 @@ def test_a_threshold_below_a_refused_one_is_not_accepted():
     accepted = [e["accepted"] for e in out["evidence"]]
     assert within == [True, False, True, True] and accepted == [False, False, True, True]
     assert out["index"] == 2
+
+
+def test_a_point_that_beats_cnn1_is_worded_as_a_gain():
+    # 6,000 images; the routed network wins 40 disagreements and loses 5: its loss is
+    # negative even at its upper bound, and the decision says so as a gain.
+    n = 6000
+    cnn1 = np.ones(n, dtype=bool)
+    cnn1[:40] = False                                  # CNN1 wrong where the routed net is right
+    routed = np.ones(n, dtype=bool)
+    routed[40:45] = False                              # and the reverse, on 5 images
+    out = choose_operating_point([0.9, 1.0], np.stack([routed, cnn1]), cnn1, [0.3, 1.0],
+                                 [0.3, 1.0])
+    assert out["threshold"] == 0.9
+    assert out["evidence"][0]["paired_difference"]["loss_upper"] < 0
+    assert "more accurate than CNN1 on 6000 validation images, by at least" in out["decision"]
