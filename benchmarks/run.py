@@ -26,11 +26,13 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from numba import njit, prange
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from npskip import kernels  # noqa: E402
 from npskip.losses import softmax_cross_entropy  # noqa: E402
 from npskip.model import SkipCNN  # noqa: E402
 from npskip.optim import RMSprop  # noqa: E402
@@ -285,6 +287,57 @@ def torch_breakdown_step(torch, shape, classes, watch, n_data=1024):
     return step
 
 
+@njit(parallel=True)
+def _conv_products(n, cols, wmat, g, out, dw, dcols, need_dx):
+    """Only the BLAS products of one conv layer's training step, image by image as in
+    ``kernels.conv_forward``/``conv_backward``: out = cols @ W, dW += cols.T @ g and
+    dcols = g @ W.T, on per-thread buffers that are already filled."""
+    threads = cols.shape[0]
+    for t in prange(threads):
+        for b in range(t, n, threads):
+            np.dot(cols[t], wmat, out[t])
+            np.dot(cols[t].T, g[t], dw[t])
+            if need_dx:
+                np.dot(g[t], wmat.T, dcols[t])
+
+
+def products_floor_step(shape, classes):
+    """A training step of CNN1 reduced to its matrix products: the floor of the im2col
+    design, whatever the copies around the products cost.
+
+    Per conv layer (im2col shapes, P = Ho*Wo rows, K = 3*3*C_in): the forward product,
+    dW's and (except conv1) dx's, for all BATCH images, shared between numba's
+    threads as the kernels share them; then the dense layer's three products as
+    ``layers.Dense`` computes them. Nothing else: no im2col, col2im, ReLU, loss,
+    optimizer or Python between the layers.
+    """
+    rng = np.random.default_rng(0)
+    model = SkipCNN(shape, classes, WIDTHS)
+    threads = kernels.thread_count(BATCH)
+    layers, (h, w) = [], shape[:2]
+    for k, conv in enumerate(model.convs):
+        ho, wo, _ = conv.output_shape(h, w)
+        kk, c = 9 * conv.in_channels, conv.out_channels
+        layers.append((rng.random((threads, ho * wo, kk), dtype=np.float32),
+                       rng.random((kk, c), dtype=np.float32),
+                       rng.random((threads, ho * wo, c), dtype=np.float32),
+                       np.empty((threads, ho * wo, c), np.float32),
+                       np.empty((threads, kk, c), np.float32),
+                       np.empty((threads, ho * wo, kk), np.float32), k > 0))
+        h, w = ho, wo
+    feats = rng.random((BATCH, model.dense.in_features), dtype=np.float32)
+    dlogits = rng.random((BATCH, classes), dtype=np.float32)
+
+    def step():
+        with kernels.one_blas_thread:
+            for lay in layers:
+                _conv_products(BATCH, *lay)
+            kernels.dot_rows(feats, model.dense.params["W"])
+            kernels.dot_tn_rows(feats, dlogits)
+            kernels.dot_rows(dlogits, model.dense.params["W"].T)
+    return step
+
+
 BREAKDOWN_ROWS = ["batch gathering", "conv1 forward", "conv2 forward", "conv3 forward",
                   "dense forward", "loss", "dense backward", "conv3 backward", "conv2 backward",
                   "conv1 backward", "backward (all layers)", "optimizer"]
@@ -294,14 +347,17 @@ def bench_breakdown(shape, classes, repeats, torch, peak):
     """Median ms and share of the step for every part, npskip and PyTorch taking turns.
 
     Also the step's multiply-adds as a fraction of the machine's sgemm peak:
-    a step is about 3 forward passes of multiply-adds (forward, dW, dx), 2 FLOPs each.
+    a step is about 3 forward passes of multiply-adds (forward, dW, dx), 2 FLOPs each;
+    and the step's matrix products alone (``products_floor_step``), timed in the same
+    turns: no im2col design can train faster than its products.
     """
     watches = {"npskip": Stopwatch()}
     steps = {"npskip": npskip_breakdown_step(shape, classes, watches["npskip"])}
     if torch is not None:
         watches["torch"] = Stopwatch()
         steps["torch"] = torch_breakdown_step(torch, shape, classes, watches["torch"])
-    for fn in steps.values():          # warm-up, then forget its times
+    floor, floor_times = products_floor_step(shape, classes), []
+    for fn in list(steps.values()) + [floor]:      # warm-up, then forget its times
         fn()
         fn()
     for w in watches.values():
@@ -309,8 +365,12 @@ def bench_breakdown(shape, classes, repeats, torch, peak):
     for _ in range(repeats):
         for fn in steps.values():
             fn()
+        start = time.perf_counter()
+        floor()
+        floor_times.append(time.perf_counter() - start)
     flops = 3 * 2 * SkipCNN(shape, classes, WIDTHS).flops()["total"] * BATCH
-    out = {"step_flops": flops}
+    out = {"step_flops": flops, "products_floor_ms": 1e3 * float(np.median(floor_times)),
+           "products_floor_ms_range": [1e3 * min(floor_times), 1e3 * max(floor_times)]}
     for side, w in watches.items():
         # Every part runs once per step, so "the rest" is taken step by step (the
         # step minus its parts) before its median: medians do not add up.
@@ -482,6 +542,10 @@ def print_breakdown(label, shape, b):
         if any(part in b[s]["parts"] for s in sides):
             print(f"  {part:24s}" + "".join(f"{c:>20s}" for c in cells))
     print(f"  {'whole step':24s}" + "".join(f"{b[s]['step_ms']:9.1f}{'':11s}" for s in sides))
+    floor = b["products_floor_ms"]
+    print(f"  {'matrix products alone':24s}{floor:9.1f}" + "".join(
+        f"   = {floor / b[s]['step_ms']:.2f} of {s}'s step" for s in sides)
+        + "  (npskip's BLAS products only, timed in turn with the steps: the im2col design's floor)")
     for s in sides:
         fr = b[s]["peak_fraction"]
         print(f"  {s}: {b[s]['gflops']:.1f} GFLOP/s on the step = "

@@ -24,3 +24,7 @@ def test_benchmarks_quick_writes_every_figure(tmp_path):
         assert m["flops_fraction"] > 0 and m["wall_fraction"] > 0
     assert figures["machine"]["blas"], "the BLAS kernel must be reported"
     assert "npskip / torch" in run.stdout
+    for shape in ("mnist", "cifar"):        # the step's breakdown and its products-only floor
+        b = figures[f"breakdown_{shape}"]
+        assert b["products_floor_ms"] > 0 and b["npskip"]["step_ms"] > 0
+    assert "matrix products alone" in run.stdout
