@@ -194,22 +194,45 @@ def test_nb07_exit_routes(capsys):
             ex7.check_exit_routes(wrong)
 
 
+def _head_flops(shape, widths, classes, hidden, pool, k, pooled_inputs=True, sums=True):
+    """Exit k's own cost (CNN1's dense layer for the last exit), for the wrong answers."""
+    h, w, _ = shape
+    if k == len(widths) - 1:
+        return h * w * widths[k] * classes
+    inputs = (h // pool) * (w // pool) * widths[k] if pooled_inputs else h * w * widths[k]
+    dense = inputs * hidden + hidden * classes if hidden else inputs * classes
+    return dense + (h * w * widths[k] if pool > 1 and sums else 0)
+
+
 def test_nb07_exit_flops(capsys):
     passes(ex7.check_exit_flops, sol7.exit_flops, capsys=capsys)
 
-    def only_its_head(shape, widths, classes, hidden, route):   # forgets the heads passed
-        h, w, _ = shape
-        convs = SkipCNN(shape, classes, widths).flops()
-        head = (h * w * widths[route] * classes if route == len(widths) - 1 or not hidden
-                else h * w * widths[route] * hidden + hidden * classes)
-        return sum(convs[f"conv{k + 1}"] for k in range(route + 1)) + head
+    def convs(shape, widths, classes, route):
+        f = SkipCNN(shape, classes, widths).flops()
+        return sum(f[f"conv{k + 1}"] for k in range(route + 1))
 
-    def cnn1_at_the_end(shape, widths, classes, hidden, route):   # the last route as CNN1 alone
+    def only_its_head(shape, widths, classes, hidden, pool, route):   # forgets the heads passed
+        return convs(shape, widths, classes, route) + _head_flops(shape, widths, classes,
+                                                                  hidden, pool, route)
+
+    def cnn1_at_the_end(shape, widths, classes, hidden, pool, route):   # the last route: CNN1
         if route == len(widths) - 1:
             return SkipCNN(shape, classes, widths).flops()["total"]
-        return sol7.exit_flops(shape, widths, classes, hidden, route)
+        return sol7.exit_flops(shape, widths, classes, hidden, pool, route)
+
+    def no_pooling_cost(shape, widths, classes, hidden, pool, route):   # the sums left out
+        return convs(shape, widths, classes, route) + sum(
+            _head_flops(shape, widths, classes, hidden, pool, k, sums=False)
+            for k in range(route + 1))
+
+    def unpooled_inputs(shape, widths, classes, hidden, pool, route):   # dense on H*W*C
+        return convs(shape, widths, classes, route) + sum(
+            _head_flops(shape, widths, classes, hidden, pool, k, pooled_inputs=False)
+            for k in range(route + 1))
     fails(ex7.check_exit_flops, only_its_head, hint="every head before it")
     fails(ex7.check_exit_flops, cnn1_at_the_end, hint="every head it passed")
+    fails(ex7.check_exit_flops, no_pooling_cost, hint="one addition per map value")
+    fails(ex7.check_exit_flops, unpooled_inputs, hint="reads the pooled maps")
 
 
 def test_nb07_loss_upper_bound(capsys):

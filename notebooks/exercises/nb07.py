@@ -65,15 +65,15 @@ def check_exit_routes(fn):
 
 
 def check_exit_flops(fn):
-    """fn(input_shape, widths, num_classes, hidden, route) -> multiply-adds per image of an
-    image that leaves at exit ``route`` (ExitCNN.flops)."""
-    for shape, widths, classes, hidden in (((28, 28, 1), (16, 16, 32), 10, 32),
-                                           ((28, 28, 1), (16, 16, 32), 10, 0),
-                                           ((32, 32, 3), (8, 16, 16, 32), 100, 20)):
-        model = ExitCNN(SkipCNN(shape, classes, widths), hidden)
+    """fn(input_shape, widths, num_classes, hidden, pool, route) -> multiply-adds per image
+    of an image that leaves at exit ``route`` (ExitCNN.flops)."""
+    for shape, widths, classes, hidden, pool in (((28, 28, 1), (16, 16, 32), 10, 64, 2),
+                                                 ((28, 28, 1), (16, 16, 32), 10, 0, 1),
+                                                 ((32, 32, 3), (8, 16, 16, 32), 100, 20, 4)):
+        model = ExitCNN(SkipCNN(shape, classes, widths), hidden, pool)
         for route in range(len(widths)):
             try:
-                got = fn(shape, widths, classes, hidden, route)
+                got = fn(shape, widths, classes, hidden, pool, route)
             except NotImplementedError:
                 return _not_written("exit_flops")
             want = model.flops(route)
@@ -81,6 +81,9 @@ def check_exit_flops(fn):
                 continue
             heads = [h.flops() for h in model.heads] + [model.cnn1.flops()["dense"]]
             convs = [model.cnn1.flops()[f"conv{k + 1}"] for k in range(len(widths))]
+            passed = min(route + 1, len(widths) - 1)                  # heads run on the way
+            pooling = sum(int(np.prod(h.maps_shape)) for h in model.heads[:passed]) \
+                if pool > 1 else 0
             hint = ""
             if route == len(widths) - 1 and int(got) == model.cnn1.flops()["total"]:
                 hint = (" -- with early exits on, an image that runs to the end has paid for "
@@ -88,13 +91,19 @@ def check_exit_flops(fn):
             elif int(got) == sum(convs[:route + 1]) + heads[route]:
                 hint = (" -- an image that leaves at exit r has run every head before it too "
                         "(they were not sure enough, but they ran)")
-            elif hidden and int(got) == want - hidden * classes * (route + 1 - (
-                    route == len(widths) - 1)):
+            elif pool > 1 and int(got) == want - pooling:
+                hint = (" -- averaging pool x pool blocks costs one addition per map value "
+                        "(H*W*C per head): count it as a multiply-add")
+            elif pool > 1 and int(got) > want:
+                hint = (" -- a head's first dense layer reads the pooled maps: "
+                        "(H/pool)*(W/pool)*C inputs, not H*W*C")
+            elif hidden and int(got) == want - hidden * classes * passed:
                 hint = " -- a head with a hidden layer has two dense layers: count both"
             raise AssertionError(
-                f"exit_flops({shape}, {widths}, {classes}, hidden={hidden}, route={route}): "
-                f"expected {want:,} multiply-adds, received {int(got):,}{hint}")
-    print("passed: exit_flops counts the conv layers and every head an image passes")
+                f"exit_flops({shape}, {widths}, {classes}, hidden={hidden}, pool={pool}, "
+                f"route={route}): expected {want:,} multiply-adds, received {int(got):,}{hint}")
+    print("passed: exit_flops counts the conv layers, the pooling and every head an image "
+          "passes")
 
 
 def check_loss_upper_bound(fn):

@@ -23,18 +23,23 @@ def exit_routes(route_logits, t):
     return np.where(sure.any(axis=0), sure.argmax(axis=0), depth - 1)
 
 
-def exit_flops(input_shape, widths, num_classes, hidden, route):
+def exit_flops(input_shape, widths, num_classes, hidden, pool, route):
     """Multiply-adds of an image that leaves at exit ``route``: conv layers 0..route
-    and heads 0..route, the last route's "head" being CNN1's dense layer."""
+    and heads 0..route, the last route's "head" being CNN1's dense layer. A head
+    averages its maps over pool x pool blocks (one addition per map value, counted as
+    a multiply-add when pool > 1), then runs its dense layers on the pooled maps."""
     h, w, c_in = input_shape
     total, c = 0, c_in
     for k in range(route + 1):
         total += h * w * widths[k] * 3 * 3 * c            # conv k: 'same' 3x3, stride 1
         c = widths[k]
-        features = h * w * c
         if k == len(widths) - 1:                           # CNN1's own dense layer
-            total += features * num_classes
-        elif hidden:                                       # dense -> ReLU -> dense
+            total += h * w * c * num_classes
+            continue
+        if pool > 1:
+            total += h * w * c                             # the block sums
+        features = (h // pool) * (w // pool) * c
+        if hidden:                                         # dense -> ReLU -> dense
             total += features * hidden + hidden * num_classes
         else:
             total += features * num_classes
