@@ -260,7 +260,8 @@ def sweep(run, thresholds, routes_val, routes_test, right_val, right_test, flops
     # reports what its choice does.
     choice = choose_operating_point(thresholds, np.array(val_right), cnn1_val_right,
                                     curve["val_flops_fraction"], curve["val_wall_fraction"],
-                                    cfg.operating_tolerance, cfg.operating_confidence)
+                                    cfg.operating_tolerance, cfg.operating_confidence,
+                                    judged_on=n)          # the test set's size, not its images
     point = operating_point(curve, choice, np.array(test_right), cnn1_test_right)
     # the rule this replaces, for comparison: cheapest t whose validation accuracy
     # (not paired) is within 0.1 points of CNN1's, no guard
@@ -297,6 +298,7 @@ def evidence_columns(evidence):
     for k in ("mean", "se", "loss_upper", "a_only", "b_only"):
         cols["routed_minus_cnn1_" + k if k in ("mean", "se") else k] = \
             [e["paired_difference"][k] for e in evidence]
+    cols["test_noise"] = [e["test_noise"] for e in evidence]
     cols["n"] = evidence[0]["paired_difference"]["n"]
     return cols
 
@@ -319,7 +321,8 @@ def operating_point(curve, choice, test_right, cnn1_test_right):
     else:
         right = test_right[i]
         point = {"choice": "routed", **{k: v[i] for k, v in curve.items()},
-                 "val_evidence": choice["evidence"][i]["paired_difference"]}
+                 "val_evidence": {**choice["evidence"][i]["paired_difference"],
+                                  "test_noise": choice["evidence"][i]["test_noise"]}}
     cnn1_acc = float(cnn1_test_right.mean())
     acc = float(right.mean())
     point.update({

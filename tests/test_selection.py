@@ -141,9 +141,16 @@ def test_the_cost_model_matches_the_measurements_it_was_fitted_to():
 def test_the_rule_is_given_validation_data_only():
     params = list(inspect.signature(choose_operating_point).parameters)
     assert params == ["thresholds", "routed_right", "cnn1_right", "flops_fraction",
-                      "wall_fraction", "tolerance", "confidence", "wall_limit"]
+                      "wall_fraction", "tolerance", "confidence", "wall_limit", "judged_on"]
     doc = inspect.getdoc(choose_operating_point)
-    assert "validation" in doc and "test" not in doc.lower()
+    # the one thing it knows of the test set is how many images it has
+    before, after = doc.split("judged_on:")
+    assert "validation" in doc and "test" not in before.lower()
+    assert "a count, not its images" in " ".join(after.split())
+    t, right, cnn1, flops, wall = synthetic()
+    for bad in (np.ones(10), 0, 2.5):
+        with pytest.raises(ValueError, match="judged_on: expected a number of images"):
+            choose_operating_point(t, right, cnn1, flops, wall, judged_on=bad)
 
 
 def test_the_choice_is_reproducible_and_ignores_timing_noise(rng):
@@ -210,3 +217,30 @@ def test_a_point_that_beats_cnn1_is_worded_as_a_gain():
     assert out["threshold"] == 0.9
     assert out["evidence"][0]["paired_difference"]["loss_upper"] < 0
     assert "more accurate than CNN1 on 6000 validation images, by at least" in out["decision"]
+
+
+def test_the_test_noise_reserved_grows_with_the_disagreements():
+    from npskip.selection import test_noise
+    # 200 disagreements in 6,000 validation images, judged on 10,000: 1.645 x sqrt(1/300/1e4)
+    assert test_noise(200, 6000, 10000) == pytest.approx(1.6448536 * np.sqrt(200 / 6000 / 1e4))
+    assert test_noise(0, 6000, 10000) == 0.0 and test_noise(200, 6000, None) == 0.0
+    # a threshold that loses nothing on average but disagrees with CNN1 on 600 of 6,000
+    # images: its exact bound (0.69 points) is within a 1-point tolerance, but not with
+    # the 0.52 points of test noise predicted for 10,000 test images
+    n = 6000
+    cnn1 = np.zeros(n, dtype=bool)
+    cnn1[:300] = True                                  # CNN1 alone right on 300
+    routed = np.zeros(n, dtype=bool)
+    routed[300:600] = True                             # the routed network alone on 300
+    routed_right = np.stack([routed, cnn1])
+    flops, wall = [0.3, 1.0], [0.3, 1.0]
+    alone = choose_operating_point([0.5, 1.0], routed_right, cnn1, flops, wall, tolerance=0.01)
+    judged = choose_operating_point([0.5, 1.0], routed_right, cnn1, flops, wall, tolerance=0.01,
+                                    judged_on=10000)
+    noise = judged["evidence"][0]["test_noise"]
+    bound = judged["evidence"][0]["paired_difference"]["loss_upper"]
+    assert noise == pytest.approx(1.6448536 * np.sqrt(600 / n / 1e4))
+    assert bound < 0.01 < bound + noise
+    assert alone["threshold"] == 0.5 and judged["threshold"] is None
+    assert judged["decision"].endswith("CNN1 is used")
+    assert judged["evidence"][1]["test_noise"] == 0.0         # t = 1: CNN1 itself
