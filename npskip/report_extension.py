@@ -95,8 +95,8 @@ def markdown(results):
     ]
     if "previous_rule_point" in cv:
         q = cv["previous_rule_point"]
-        lines.append(f"| previous rule: cheapest t within 0.1 points of CNN1's validation "
-                     f"accuracy, unpaired, no guard | {_pct(q['test_accuracy'])} | "
+        lines.append(f"| original rule: cheapest t within 0.1 points of CNN1's validation "
+                     f"accuracy, unpaired, no bound, no guard | {_pct(q['test_accuracy'])} | "
                      f"{q['flops_fraction']:.3f} | {q['wall_fraction']:.3f} |")
     sel = cv["selection"]
     lines += [
@@ -254,7 +254,7 @@ def figure(out, results, plt):
         ax.scatter(paper[0 if key == "flops_fraction" else 1], paper[2], marker="x", color="r",
                    label="paper's router + CNN3-deploy")
         for name, colour, words in (("operating_point", "g", "the rule's choice"),
-                                    ("previous_rule_point", "m", "previous rule's choice")):
+                                    ("previous_rule_point", "m", "original rule's choice")):
             if name in cv:
                 op = cv[name]
                 ax.scatter(op[key], 100 * op["test_accuracy"], s=120, facecolors="none",

@@ -123,8 +123,9 @@ def choose_operating_point(thresholds, routed_right, cnn1_right, flops_fraction,
     Returns {"index": i or None (None: CNN1), "threshold": t or None, "decision": text,
     "evidence": one record per threshold: the paired difference (routed minus CNN1,
     with "loss_upper", the exact upper bound of CNN1's lead: stats.paired_loss_upper),
-    multiply-adds, predicted and measured wall-clock, "within_tolerance" (its own
-    bound is), "accepted" (it and every higher threshold are: checked in a fixed order)
+    "test_noise" (0 without judged_on), multiply-adds, predicted and measured
+    wall-clock, "within_tolerance" (its bound plus its test noise is), "accepted" (it
+    and every higher threshold are: checked in a fixed order)
     and "cheaper" (predicted under the wall limit, and fewer multiply-adds than CNN1)}.
     """
     routed_right = np.asarray(routed_right)
