@@ -290,7 +290,7 @@ def torch_breakdown_step(torch, shape, classes, watch, n_data=1024):
 @njit(parallel=True)
 def _conv_products(n, cols, wmat, g, out, dw, dcols, need_dx):
     """Only the BLAS products of one conv layer's training step, image by image as in
-    ``kernels.conv_forward``/``conv_backward``: out = cols @ W, dW += cols.T @ g and
+    ``kernels.conv_forward``/``conv_backward``: out = cols @ W, dW_image = cols.T @ g and
     dcols = g @ W.T, on per-thread buffers that are already filled."""
     threads = cols.shape[0]
     for t in prange(threads):
@@ -305,7 +305,7 @@ def products_floor_step(shape, classes):
     """A training step of CNN1 reduced to its matrix products: the floor of the im2col
     design, whatever the copies around the products cost.
 
-    Per conv layer (im2col shapes, P = Ho*Wo rows, K = 3*3*C_in): the forward product,
+    Per conv layer (im2col shapes, P = Ho*Wo rows, K = kh*kw*C_in): the forward product,
     dW's and (except conv1) dx's, for all BATCH images, shared between numba's
     threads as the kernels share them; then the dense layer's three products as
     ``layers.Dense`` computes them. Nothing else: no im2col, col2im, ReLU, loss,
@@ -317,7 +317,7 @@ def products_floor_step(shape, classes):
     layers, (h, w) = [], shape[:2]
     for k, conv in enumerate(model.convs):
         ho, wo, _ = conv.output_shape(h, w)
-        kk, c = 9 * conv.in_channels, conv.out_channels
+        kk, c = int(np.prod(conv.kernel_size)) * conv.in_channels, conv.out_channels
         layers.append((rng.random((threads, ho * wo, kk), dtype=np.float32),
                        rng.random((kk, c), dtype=np.float32),
                        rng.random((threads, ho * wo, c), dtype=np.float32),

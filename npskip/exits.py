@@ -209,27 +209,40 @@ class ExitCNN:
 
     def route_logits(self, x, batch_size=256):
         """Every exit's logits for every image: (depth, N, classes), the last being CNN1's."""
-        return self._logits(x, batch_size, with_cnn1=True)
+        check_array(x, "images", ndim=4, dtype=self.cnn1.dtype)
+        out = np.empty((self.depth, len(x), self.num_classes), dtype=self.cnn1.dtype)
+        for s in range(0, len(x), batch_size):
+            xb = x[s:s + batch_size]
+            out[-1, s:s + len(xb)] = self.cnn1.forward(xb)       # the full route: CNN1
+            for k, head in enumerate(self.heads):
+                # cnn1.activations holds every conv layer's output of the pass just made
+                out[k, s:s + len(xb)] = head.forward(self.cnn1.activations[k])
+                head.forget()
+        return out
 
     def head_logits(self, x, batch_size=256):
         """The heads' logits only, (depth-1, N, classes): CNN1's last conv layer is not run."""
-        return self._logits(x, batch_size, with_cnn1=False)
+        return self.logits_of_pooled(self.pooled_inputs(x, batch_size), batch_size)
 
-    def _logits(self, x, batch_size, with_cnn1):
+    def pooled_inputs(self, x, batch_size=256):
+        """What each head's dense layers read, for every image: [(N, in_features) per head],
+        CNN1 run batch_size images at a time up to the maps the heads read."""
         check_array(x, "images", ndim=4, dtype=self.cnn1.dtype)
-        rows = self.depth if with_cnn1 else self.depth - 1
-        out = np.empty((rows, len(x), self.num_classes), dtype=self.cnn1.dtype)
+        out = [np.empty((len(x), head.in_features), dtype=self.cnn1.dtype)
+               for head in self.heads]
         for s in range(0, len(x), batch_size):
-            xb = x[s:s + batch_size]
-            if with_cnn1:
-                out[-1, s:s + len(xb)] = self.cnn1.forward(xb)   # the full route: CNN1
-                maps = self.cnn1.activations
-            else:
-                maps = self.features(xb)
-            for k, head in enumerate(self.heads):
-                # the conv layers' outputs of the pass just made
-                out[k, s:s + len(xb)] = head.forward(maps[k])
-                head.forget()
+            for k, (head, maps) in enumerate(zip(self.heads, self.features(x[s:s + batch_size]))):
+                out[k][s:s + len(maps)] = head.pooled(maps)
+        return out
+
+    def logits_of_pooled(self, pooled, batch_size=256):
+        """The heads' logits (depth-1, N, classes) from pooled_inputs' arrays."""
+        n = len(pooled[0])
+        out = np.empty((len(self.heads), n, self.num_classes), dtype=self.cnn1.dtype)
+        for k, (head, f) in enumerate(zip(self.heads, pooled)):
+            for s in range(0, n, batch_size):
+                out[k, s:s + batch_size] = head.forward(f[s:s + batch_size])
+            head.forget()
         return out
 
     # -- the literal cascade (what is deployed, and timed) ----------------------------
@@ -309,8 +322,9 @@ def train_heads(model, x, y, epochs, batch_size=128, seed=0, val=None, log=print
     from a Generator seeded by (seed, epoch).
 
     CNN1 does not change, so every image's pooled maps are the same in every epoch:
-    they are computed once, before the first epoch, and kept (N * in_features floats
-    per head: 0.7 GB per head for 54,000 MNIST images with 2x2 pooling). The epochs
+    they are computed once, before the first epoch, and kept, the validation images'
+    too (N * in_features floats per head: 0.7 GB per head for 54,000 MNIST images with
+    2x2 pooling). The epochs
     then run the heads alone, several times faster than rerunning CNN1's conv layers
     in every epoch; the result is the same, since a conv layer computes each image on
     its own.
@@ -323,10 +337,8 @@ def train_heads(model, x, y, epochs, batch_size=128, seed=0, val=None, log=print
     history = {"loss": [], "val_accuracy": [], "seconds": []}
     y = np.asarray(y)
     began = time.perf_counter()
-    feats = [np.empty((len(x), head.in_features), dtype=model.cnn1.dtype) for head in model.heads]
-    for start in range(0, len(x), 512):
-        for k, (head, f) in enumerate(zip(model.heads, model.features(x[start:start + 512]))):
-            feats[k][start:start + len(f)] = head.pooled(f)
+    feats = model.pooled_inputs(x, batch_size=512)
+    val_feats = None if val is None else model.pooled_inputs(val[0])   # the same every epoch
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(len(x))
         totals = np.zeros(len(model.heads))
@@ -339,7 +351,7 @@ def train_heads(model, x, y, epochs, batch_size=128, seed=0, val=None, log=print
             optimizer.step([d for head in model.heads for d in head.dense])
         history["loss"].append((totals / len(x)).tolist())
         if val is not None:
-            z = model.head_logits(val[0])
+            z = model.logits_of_pooled(val_feats)
             history["val_accuracy"].append([float(np.mean(z[k].argmax(axis=1) == val[1]))
                                             for k in range(len(model.heads))])
         history["seconds"].append(time.perf_counter() - began)

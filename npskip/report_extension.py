@@ -135,12 +135,13 @@ def markdown(results):
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     ev = sel["evidence"]
+    noise = ev.get("test_noise", [0.0] * len(c["threshold"]))   # stage files before the reserve
     for i, t in enumerate(c["threshold"]):
         lines.append(f"| {t:.5g} | {' / '.join(f'{v:.0f}' for v in c['route_counts'][i])} | "
                      f"{_pct(c['test_accuracy'][i])} | {_pct(c['random_test_accuracy'][i])} | "
                      f"{c['flops_fraction'][i]:.3f} | {c['wall_fraction'][i]:.3f} | "
                      f"{_pts(ev['routed_minus_cnn1_mean'][i])} | "
-                     f"{100 * ev['loss_upper'][i]:.2f} + {100 * ev.get('test_noise', [0] * (i + 1))[i]:.2f} | "
+                     f"{100 * ev['loss_upper'][i]:.2f} + {100 * noise[i]:.2f} | "
                      f"{ev['modelled_wall_fraction'][i]:.2f} / {c['val_wall_fraction'][i]:.2f} | "
                      f"{_share(ev['accepted'][i], n_seeds)} / {_share(ev['cheaper'][i], n_seeds)} |")
     lines += ["", verdict(results), ""]
