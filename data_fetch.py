@@ -14,8 +14,8 @@ import argparse
 import os
 import sys
 
-from npskip.data import DATASETS, fetch
-from npskip.download import DataError, default_data_dir
+from npskip.harness.data import DATASETS, fetch
+from npskip.harness.download import DataError, default_data_dir
 
 
 def main(argv=None):

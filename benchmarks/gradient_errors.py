@@ -15,9 +15,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from npskip.gradcheck import check_layer, check_loss  # noqa: E402
-from npskip.layers import Conv2D, Dense, ReLU  # noqa: E402
-from npskip.losses import softmax_cross_entropy  # noqa: E402
+from npskip.engine.gradcheck import check_layer, check_loss  # noqa: E402
+from npskip.engine.layers import Conv2D, Dense, ReLU  # noqa: E402
+from npskip.engine.losses import softmax_cross_entropy  # noqa: E402
 
 
 def main(argv=None):

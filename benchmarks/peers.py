@@ -8,8 +8,8 @@ ratio of images per second compares implementations, not networks.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from npskip.layers import Conv2D
-from npskip.model import SkipCNN
+from npskip.engine.layers import Conv2D
+from npskip.engine.model import SkipCNN
 
 
 class NumpyConv2D(Conv2D):

@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from npskip import kernels  # noqa: E402
-from npskip.losses import softmax_cross_entropy  # noqa: E402
-from npskip.model import SkipCNN  # noqa: E402
-from npskip.optim import RMSprop  # noqa: E402
+from npskip.engine import kernels# noqa: E402
+from npskip.engine.losses import softmax_cross_entropy  # noqa: E402
+from npskip.engine.model import SkipCNN  # noqa: E402
+from npskip.engine.optim import RMSprop  # noqa: E402
 from npskip.routing import downsample, downsample_flops  # noqa: E402
-from npskip.train import predict, predict_by_route  # noqa: E402
+from npskip.engine.train import predict, predict_by_route  # noqa: E402
 from peers import numpy_cnn, torch_cnn  # noqa: E402
 
 WIDTHS = (16, 16, 32)
@@ -133,7 +133,7 @@ def bench_network(shape, classes, repeats, torch, infer_batch=256):
 def bench_layers(repeats, torch):
     """Forward and backward of each conv layer of CNN1 at batch 128, MNIST shapes,
     the sides taking turns within every repeat."""
-    from npskip.layers import Conv2D
+    from npskip.engine.layers import Conv2D
     from peers import NumpyConv2D
     rng = np.random.default_rng(0)
     rows = []
@@ -368,7 +368,7 @@ def bench_breakdown(shape, classes, repeats, torch, peak):
         start = time.perf_counter()
         floor()
         floor_times.append(time.perf_counter() - start)
-    flops = 3 * 2 * SkipCNN(shape, classes, WIDTHS).flops()["total"] * BATCH
+    flops = 3 * 2 * SkipCNN(shape, classes, WIDTHS).multiply_adds()["total"] * BATCH
     out = {"step_flops": flops, "products_floor_ms": 1e3 * float(np.median(floor_times)),
            "products_floor_ms_range": [1e3 * min(floor_times), 1e3 * max(floor_times)]}
     for side, w in watches.items():
@@ -431,7 +431,7 @@ def bench_routed(repeats, mix_from, n=2048):
     counts, source = cnn2_mix(mix_from)
     if counts:
         mixes[f"CNN2's MNIST mix {[round(c) for c in counts]}"] = counts
-    full = cnn1.flops()["total"]
+    full = cnn1.multiply_adds()["total"]
     rows, cnn1_times = [], []
     for name, weights in mixes.items():
         p = np.array(weights, dtype=np.float64) / sum(weights)
@@ -453,16 +453,16 @@ def bench_routed(repeats, mix_from, n=2048):
         fns["small router alone"] = lambda: predict(small, downsample(x, factor)).argmax(axis=1)
         t = interleaved(fns, repeats)
         cnn1_times.append(t["CNN1"])
-        cnn3_flops = cnn3.flops_per_image(routes).mean()
+        cnn3_flops = cnn3.multiply_adds_per_image(routes).mean()
         for router_name, (router, factor) in routers.items():
-            router_flops = router.flops()["total"] + downsample_flops((28, 28, 1), factor)
+            router_flops = router.multiply_adds()["total"] + downsample_flops((28, 28, 1), factor)
             rows.append({
                 "mix": name, "router": router_name, "route_fractions": p.tolist(),
-                "flops_fraction": (cnn3_flops + router_flops) / full,
+                "multiply_add_fraction": (cnn3_flops + router_flops) / full,
                 "wall_fraction": t[router_name]["median"] / t["CNN1"]["median"],
                 "router_wall_fraction": (t["small router alone"]["median"] / t["CNN1"]["median"]
                                          if router_name == "small" else None),
-                "flops_fraction_cnn3_only": cnn3_flops / full,
+                "multiply_add_fraction_cnn3_only": cnn3_flops / full,
                 "wall_fraction_cnn3_only": t["CNN3 alone"]["median"] / t["CNN1"]["median"],
                 "seconds": t,
             })
@@ -485,9 +485,9 @@ def peak_memory_of_step():
 
 FIRST_STEP = """
 import time, numpy as np
-from npskip.losses import softmax_cross_entropy
-from npskip.model import SkipCNN
-from npskip.optim import RMSprop
+from npskip.engine.losses import softmax_cross_entropy
+from npskip.engine.model import SkipCNN
+from npskip.engine.optim import RMSprop
 rng = np.random.default_rng(0)
 x = rng.random((128, 28, 28, 1), dtype=np.float32); y = rng.integers(0, 10, 128)
 m, opt = SkipCNN((28, 28, 1), 10), RMSprop()
@@ -635,14 +635,14 @@ def main(argv=None):
         print(f"\nrouted inference on {routed['images']} images (router + CNN3, sorted by route) "
               f"vs CNN1, timed in turn; fractions of CNN1's multiply-adds and median wall-clock:")
         for row in routed["mixes"]:
-            print(f"  {row['mix']:34s} {row['router']:5s} router: FLOPs {row['flops_fraction']:.3f}  "
+            print(f"  {row['mix']:34s} {row['router']:5s} router: FLOPs {row['multiply_add_fraction']:.3f}  "
                   f"wall {row['wall_fraction']:.3f} (ratio "
-                  f"{row['wall_fraction'] / row['flops_fraction']:.2f}"
+                  f"{row['wall_fraction'] / row['multiply_add_fraction']:.2f}"
                   + (f"; router+pooling alone wall {row['router_wall_fraction']:.3f}"
                      if row["router_wall_fraction"] is not None else "")
                   + f")   (CNN3 alone: FLOPs "
-                  f"{row['flops_fraction_cnn3_only']:.3f}, wall {row['wall_fraction_cnn3_only']:.3f}, "
-                  f"ratio {row['wall_fraction_cnn3_only'] / row['flops_fraction_cnn3_only']:.2f})")
+                  f"{row['multiply_add_fraction_cnn3_only']:.3f}, wall {row['wall_fraction_cnn3_only']:.3f}, "
+                  f"ratio {row['wall_fraction_cnn3_only'] / row['multiply_add_fraction_cnn3_only']:.2f})")
 
     if "memory" in only:
         peak_bytes = peak_memory_of_step()

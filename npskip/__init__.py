@@ -2,7 +2,31 @@
 
 A reproduction of "Systematic Model Complexity Reduction by Elimination of
 Irrelevant Layers in Convolutional Neural Networks" (Gadepally, Dhal,
-Kalafatis, Nowka). See README.md for a map of the package.
+Kalafatis, Nowka). Read it in this order:
+
+engine/    the network and its training: what a learner reads first
+    reference.py   the plain twins: im2col, col2im, convolution forward and
+                   backward, the routed dense layer, written as the math reads
+    kernels.py     the same in numba, image by image (tested against reference)
+    checks.py      shapes, dtypes and NaN, checked with messages that say what was expected
+    layers.py      Conv2D, ReLU, Flatten, Dense: forward and an explicit backward
+    losses.py      softmax cross-entropy, fused and stable
+    optim.py       RMSprop as Keras 3 has it
+    gradcheck.py   finite differences: the proof that every backward pass is right
+    model.py       SkipCNN: the paper's network, each sample skipping layers for real
+    train.py       fit, predict, evaluate
+paper/     the paper's pipeline
+    stats.py       intervals, baselines, splits, paired differences
+    ranking.py     strongest activations -> the layer labels
+    pipeline.py    SeedRun: CNN1, ranking, CNN2, CNN3 as resumable stages
+exits/     beyond the paper: CNN1 with early exits
+    heads.py       the exit heads and the cascade
+    selection.py   the rule that picks the threshold on validation alone
+    stages.py      the exits and exit_curve stages
+    report.py      their section of the report
+harness/   what runs the experiments: config.py, data.py, download.py,
+           checkpoint.py, runfolder.py
+report.py  results.json, report.md and figures;  cli.py  the ``npskip`` command
 """
 
 import os

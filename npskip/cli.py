@@ -19,12 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import checkpoint, extension
-from .data import DATASETS
-from .download import DataError
-from .pipeline import NOT_RECORDED, Config, ConfigError, SeedRun, config_dict, load_data
-from .report import STAGES, write_report
-from .runfolder import FolderLock, RunFolderError, differences, read_json, wipe
+from npskip.engine.checks import ConfigError
+from npskip.exits import stages as exit_stages
+from npskip.harness import checkpoint
+from npskip.harness.config import NOT_RECORDED, Config, config_dict
+from npskip.harness.data import DATASETS
+from npskip.harness.download import DataError
+from npskip.harness.runfolder import FolderLock, RunFolderError, differences, read_json, wipe
+from npskip.paper.pipeline import SeedRun, load_data
+from npskip.report import STAGES, write_report
 
 QUICK = {"limit": 3000, "epochs": 2}
 
@@ -42,20 +45,8 @@ def parse_widths(text):
 FLAGS = {"dataset": "--dataset", "epochs": "--epochs", "batch_size": "--batch-size",
          "widths": "--widths", "maps": "--maps", "top": "--top-images",
          "val_fraction": "--val-fraction", "limit": "--limit", "seeds": "--seeds",
-         "labels": "--labels", "router": "--router", "label_confidence": "--label-confidence",
-         "any_init": "--any-init", "any_distill_weight": "--any-distill-weight",
-         "exit_epochs": "--exit-epochs", "exit_hidden": "--exit-hidden",
+         "exits": "--no-exits", "exit_epochs": "--exit-epochs", "exit_hidden": "--exit-hidden",
          "exit_pool": "--exit-pool"}
-
-
-def unit_interval(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, received {text!r}")
-    return value
 
 
 def add_common(p):
@@ -85,12 +76,8 @@ def make_config(args, seeds):
                       widths=args.widths, maps=getattr(args, "maps", 10),
                       top=getattr(args, "top_images", 10), val_fraction=args.val_fraction,
                       limit=args.limit, seeds=list(seeds),
-                      labels=getattr(args, "labels", "behaviour"),
-                      router=getattr(args, "router", "none"),
-                      label_confidence=getattr(args, "label_confidence", 0.9),
-                      **{k: getattr(args, k) for k in ("any_init", "any_distill_weight",
-                                                       "exit_epochs", "exit_hidden",
-                                                       "exit_pool")
+                      exits=not getattr(args, "no_exits", True),
+                      **{k: getattr(args, k) for k in ("exit_epochs", "exit_hidden", "exit_pool")
                          if getattr(args, k, None) is not None})
     except ConfigError as e:
         flag = "--seed" if e.name == "seeds" and args.command == "train" else FLAGS[e.name]
@@ -192,7 +179,7 @@ def cmd_reproduce(args):
                       log=log, fresh=args.fresh)
         with run.lock:                        # one run per seed folder at a time
             run.run_all()
-            extension.run_all(run)
+            exit_stages.run_all(run)
         if figures_from is None:
             figures_from = (run.folder, data[0])
     # The report covers every finished seed folder present, so seeds run side by side
@@ -245,14 +232,9 @@ def main(argv=None):
     p.add_argument("--maps", type=int, default=10, help="maps ranked per conv layer (default 10)")
     p.add_argument("--top-images", type=int, default=10,
                    help="strongest images kept per map (default 10)")
-    p.add_argument("--labels", choices=("behaviour", "activation"), default="behaviour",
-                   help="beyond the paper: route labels for the cheap router, from CNN3-any's "
-                        "behaviour (default) or the paper's activation ranking")
-    p.add_argument("--router", choices=("exit", "small", "full", "none"), default="exit",
-                   help="beyond the paper: 'exit' (CNN1 with an exit head after each conv "
-                        "layer but the last; each image leaves at the first confident one; "
-                        "default), 'small' (a SkipCNN on 2x-pooled images in front of CNN3-any), "
-                        "'full' (the same at CNN2's size), or 'none' (paper only)")
+    p.add_argument("--no-exits", action="store_true",
+                   help="stop after the paper's stages (by default CNN1 also gets an exit head "
+                        "after each conv layer but the last: beyond the paper)")
     p.add_argument("--exit-epochs", type=int, default=None,
                    help=f"epochs of the exit heads' training (default {Config.exit_epochs}, "
                         f"with --quick too: they are cheap)")
@@ -262,15 +244,6 @@ def main(argv=None):
     p.add_argument("--exit-pool", type=int, default=None,
                    help=f"each exit head averages its maps over pool x pool blocks before its "
                         f"dense layers, 1 for none (default {Config.exit_pool})")
-    p.add_argument("--label-confidence", type=float, default=0.9,
-                   help="behaviour labels: the cheapest route giving the true class at least "
-                        "this probability (default 0.9)")
-    p.add_argument("--any-init", choices=("fresh", "cnn1"), default=Config.any_init,
-                   help="beyond the paper: CNN3-any starts from fresh weights or from CNN1's "
-                        f"(default {Config.any_init})")
-    p.add_argument("--any-distill-weight", type=unit_interval, default=Config.any_distill_weight,
-                   help="beyond the paper: weight of distillation from CNN1 in CNN3-any's loss, "
-                        f"0 to 1 (default {Config.any_distill_weight:g}: plain cross-entropy)")
     p.add_argument("--quick", action="store_true",
                    help=f"first {QUICK['limit']} training images, {QUICK['epochs']} epochs")
     p.add_argument("--out", default=None, help="run folder (default runs/reproduce-<dataset>)")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import report_extension
-from .checkpoint import atomic_write
-from .pipeline import PAPER, config_dict, write_json
-from .runfolder import read_json
+from npskip.exits import report as exits_report
+from npskip.harness.checkpoint import atomic_write
+from npskip.harness.config import config_dict
+from npskip.harness.runfolder import read_json, write_json
+from npskip.paper.pipeline import PAPER
 
 # The top-images figures draw at most this many maps and images per map: a figure
 # of 10 x 200 small axes took 92 s and 1.4 GB, and says no more than 10 x 10.
@@ -24,11 +25,11 @@ DROP = {"history", "stage_seconds", "made_from"}
 
 def seed_results(folder, config=None):
     """The stage results of one seed folder, histories left out, wall_fraction copied
-    into cnn3_deploy (where results.json promises it). With a config, the extension's
-    stages for its labelling and router go under "extension"."""
+    into cnn3_deploy (where results.json promises it). With a config whose exits are
+    on, the exit stages go under "exits"."""
     out, seconds = {}, {}
-    extra = report_extension.stage_names(config) if config is not None else []
-    for key, stage in [(s, s) for s in STAGES] + [("extension." + k, s) for k, s in extra]:
+    extra = exits_report.STAGE_NAMES if config is not None and config.exits else []
+    for key, stage in [(s, s) for s in STAGES] + [("exits." + k, s) for k, s in extra]:
         path = Path(folder) / f"{stage}.json"
         if path.exists():
             raw = read_json(path, "delete it and rerun to redo that stage")
@@ -45,7 +46,7 @@ def seed_results(folder, config=None):
     if "efficiency" in out and "cnn3_deploy" in out:
         eff = out["efficiency"]
         out["cnn3_deploy"]["wall_fraction"] = eff["wall_fraction"]
-        out["cnn3_deploy"]["flops_fraction_with_router"] = eff["flops_fraction_with_router"]
+        out["cnn3_deploy"]["multiply_add_fraction_with_router"] = eff["multiply_add_fraction_with_router"]
     return out
 
 
@@ -155,9 +156,9 @@ def markdown(results):
         f"| CNN3, deploy protocol (full test set, CNN2's routes) | - | "
         f"{_acc_cell(results, 'cnn3_deploy', n)} |",
         f"| multiply-adds vs CNN1, router excluded | \"improved\" | "
-        f"{eff['flops_fraction_without_router']:.3f} |",
+        f"{eff['multiply_add_fraction_without_router']:.3f} |",
         f"| multiply-adds vs CNN1, router included | not counted | "
-        f"{eff['flops_fraction_with_router']:.3f} |",
+        f"{eff['multiply_add_fraction_with_router']:.3f} |",
         f"| wall-clock of router + CNN3 vs CNN1 (same run) | not measured | "
         f"{eff['wall_fraction']:.3f} |",
         "",
@@ -172,9 +173,9 @@ def markdown(results):
     ]
     for name, row in ctrl.items():
         if isinstance(row, dict) and "test_accuracy" in row:
-            lines.append(f"| {name} | {_pct(row['test_accuracy'])} | {row['flops_fraction']:.3f} |")
+            lines.append(f"| {name} | {_pct(row['test_accuracy'])} | {row['multiply_add_fraction']:.3f} |")
     lines += ["", "## What holds", "", verdict(results), ""]
-    lines += report_extension.markdown(results)
+    lines += exits_report.markdown(results)
     return "\n".join(lines)
 
 
@@ -210,14 +211,14 @@ def verdict(results):
     s.append(f"Deployed (CNN2 routes every test image), CNN3 scores {_pct(d3['test_accuracy'])} "
              f"against CNN1's {_pct(c1)}, and random routes in the same proportions score "
              f"{_pct(ctrl['random_cnn2_proportions']['test_accuracy'])}.")
-    s.append(f"Compute: CNN3 alone needs {eff['flops_fraction_without_router']:.2f} of CNN1's "
-             f"multiply-adds, but with the router counted {eff['flops_fraction_with_router']:.2f}, "
+    s.append(f"Compute: CNN3 alone needs {eff['multiply_add_fraction_without_router']:.2f} of CNN1's "
+             f"multiply-adds, but with the router counted {eff['multiply_add_fraction_with_router']:.2f}, "
              f"and measured wall-clock is {eff['wall_fraction']:.2f} of CNN1's: "
-             + ("the efficiency claim holds." if eff["flops_fraction_with_router"] < 1
+             + ("the efficiency claim holds." if eff["multiply_add_fraction_with_router"] < 1
                 and eff["wall_fraction"] < 1 else
                 "with the router paid for, the paper's efficiency claim does not hold.")
              + f" The oracle routing ({_pct(ctrl['oracle']['test_accuracy'])} at "
-               f"{ctrl['oracle']['flops_fraction']:.2f} of the multiply-adds) shows how much a "
+               f"{ctrl['oracle']['multiply_add_fraction']:.2f} of the multiply-adds) shows how much a "
                "better router could save.")
     return " ".join(s)
 
@@ -272,19 +273,19 @@ def write_figures(out, seed_folder, x_train, results):
     save(fig, "cnn2_confusion.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    router = results["efficiency"]["flops_fraction_with_router"] - \
-        results["efficiency"]["flops_fraction_without_router"]
+    router = results["efficiency"]["multiply_add_fraction_with_router"] - \
+        results["efficiency"]["multiply_add_fraction_without_router"]
     for name, row in results["controls"].items():
         if isinstance(row, dict) and "test_accuracy" in row:
-            ax.scatter(row["flops_fraction"], 100 * row["test_accuracy"], label=name)
-    ax.scatter(results["efficiency"]["flops_fraction_with_router"],
+            ax.scatter(row["multiply_add_fraction"], 100 * row["test_accuracy"], label=name)
+    ax.scatter(results["efficiency"]["multiply_add_fraction_with_router"],
                100 * results["cnn3_deploy"]["test_accuracy"], marker="x", color="k",
                label="cnn2 routes, router counted")
     ax.set(xlabel="multiply-adds per image / CNN1's", ylabel="test accuracy (%)",
            title=f"accuracy against compute (router adds {router:.2f})")
     ax.legend(fontsize=7)
     save(fig, "accuracy_vs_compute.png")
-    written += report_extension.figure(out, results, plt)
+    written += exits_report.figure(out, results, plt)
     return written
 
 

@@ -21,7 +21,7 @@ def test_benchmarks_quick_writes_every_figure(tmp_path):
     assert {m["mix"] for m in mixes} >= {"all route 0", "all route 2", "thirds"}
     assert {m["router"] for m in mixes} == {"CNN2", "small"}
     for m in mixes:
-        assert m["flops_fraction"] > 0 and m["wall_fraction"] > 0
+        assert m["multiply_add_fraction"] > 0 and m["wall_fraction"] > 0
     assert figures["machine"]["blas"], "the BLAS kernel must be reported"
     assert "npskip / torch" in run.stdout
     for shape in ("mnist", "cifar"):        # the step's breakdown and its products-only floor

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npskip import data, download
-from npskip.data import DataError, as_float32, fetch, load, read_cifar_bin, read_idx
+from npskip.harness import data
+
+from npskip.harness import download
+from npskip.harness.data import DataError, as_float32, fetch, load, read_cifar_bin, read_idx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +39,7 @@ class DataSource:
 
     def folder(self):
         if self.path is None:
-            from npskip.download import default_data_dir
+            from npskip.harness.download import default_data_dir
             cache = default_data_dir()
             for name in ("mnist", "fashion-mnist"):
                 fetch(name, data_dir=cache)

@@ -26,7 +26,7 @@ def test_col2im_check(capsys):
 
     def overwrites(dcols, x_shape, kh, kw, stride, padding):
         # A classic slip: forgets that overlapping windows add up (= instead of +=).
-        from npskip.kernels import conv_output_shape
+        from npskip.engine.reference import conv_output_shape
         n, h, w, c = x_shape
         ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
         dx = np.zeros(x_shape)
@@ -47,7 +47,7 @@ def test_col2im_check(capsys):
 
     def no_border_check(dcols, x_shape, kh, kw, stride, padding):
         # Another slip: writes the padding's share into pixels that do not exist.
-        from npskip.kernels import conv_output_shape
+        from npskip.engine.reference import conv_output_shape
         n, h, w, c = x_shape
         ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
         dx = np.zeros(x_shape)
@@ -95,7 +95,7 @@ def test_train_step_check(capsys):
     assert "passed" in capsys.readouterr().out
 
     def no_backward(model, optimizer, xb, yb):
-        from npskip.losses import softmax_cross_entropy
+        from npskip.engine.losses import softmax_cross_entropy
         loss, _ = softmax_cross_entropy(model.forward(xb), yb)
         optimizer.step(model.ran_layers())
         return loss
@@ -110,7 +110,7 @@ def test_train_step_check(capsys):
         nb02.check_train_step(two_updates)
 
     def returns_both(model, optimizer, xb, yb):
-        from npskip.losses import softmax_cross_entropy
+        from npskip.engine.losses import softmax_cross_entropy
         result = softmax_cross_entropy(model.forward(xb), yb)
         model.backward(result[1])
         optimizer.step(model.ran_layers())
@@ -119,7 +119,7 @@ def test_train_step_check(capsys):
         nb02.check_train_step(returns_both)
 
     def fresh_optimizer(model, optimizer, xb, yb):
-        from npskip.optim import RMSprop
+        from npskip.engine.optim import RMSprop
         return sol02.train_step(model, RMSprop(), xb, yb)   # forgets RMSprop's running average
     with pytest.raises(AssertionError, match="optimizer passed in"):
         nb02.check_train_step(fresh_optimizer)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from npskip.model import SkipCNN
+from npskip.engine.model import SkipCNN
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))   # the notebooks import `from exercises import nb03`
@@ -116,8 +116,8 @@ def test_nb06_cost_with_router(capsys):
     passes(ex6.check_cost_with_router, sol6.cost_with_router, capsys=capsys)
 
     def router_left_out(counts, model, router):
-        per_route = np.array([model.flops(r)["total"] for r in range(model.depth)])
-        return np.dot(counts, per_route) / np.sum(counts) / model.flops()["total"]
+        per_route = np.array([model.multiply_adds(r)["total"] for r in range(model.depth)])
+        return np.dot(counts, per_route) / np.sum(counts) / model.multiply_adds()["total"]
     fails(ex6.check_cost_with_router, router_left_out)
 
 
@@ -205,10 +205,10 @@ def _head_flops(shape, widths, classes, hidden, pool, k, pooled_inputs=True, sum
 
 
 def test_nb07_exit_flops(capsys):
-    passes(ex7.check_exit_flops, sol7.exit_flops, capsys=capsys)
+    passes(ex7.check_exit_flops, sol7.exit_multiply_adds, capsys=capsys)
 
     def convs(shape, widths, classes, route):
-        f = SkipCNN(shape, classes, widths).flops()
+        f = SkipCNN(shape, classes, widths).multiply_adds()
         return sum(f[f"conv{k + 1}"] for k in range(route + 1))
 
     def only_its_head(shape, widths, classes, hidden, pool, route):   # forgets the heads passed
@@ -217,8 +217,8 @@ def test_nb07_exit_flops(capsys):
 
     def cnn1_at_the_end(shape, widths, classes, hidden, pool, route):   # the last route: CNN1
         if route == len(widths) - 1:
-            return SkipCNN(shape, classes, widths).flops()["total"]
-        return sol7.exit_flops(shape, widths, classes, hidden, pool, route)
+            return SkipCNN(shape, classes, widths).multiply_adds()["total"]
+        return sol7.exit_multiply_adds(shape, widths, classes, hidden, pool, route)
 
     def no_pooling_cost(shape, widths, classes, hidden, pool, route):   # the sums left out
         return convs(shape, widths, classes, route) + sum(

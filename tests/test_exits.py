@@ -4,8 +4,8 @@ and a head training that leaves CNN1 untouched."""
 import numpy as np
 import pytest
 
-from npskip.exits import ExitCNN, exit_routes, exits_here, train_heads
-from npskip.model import SkipCNN
+from npskip.exits.heads import ExitCNN, exit_routes, exits_here, train_heads
+from npskip.engine.model import SkipCNN
 
 
 @pytest.fixture(params=[(0, 1), (5, 2)], ids=["linear heads", "pooled hidden heads"])
@@ -63,16 +63,16 @@ def test_flops_count_the_layers_and_heads_passed(model):
     pooling = h * w * 4 if p > 1 else 0                       # one addition per map value
     one = pooling + (feats * u + u * 3 if u else feats * 3)
     head = [one, one, h * w * 6 * 3]                         # the last: CNN1's dense layer
-    assert model.flops(0) == conv[0] + head[0]
-    assert model.flops(2) == sum(conv) + sum(head)
-    assert model.flops(2) - model.cnn1.flops()["total"] == head[0] + head[1]
-    np.testing.assert_array_equal(model.flops_per_image(np.array([0, 2])),
-                                  [model.flops(0), model.flops(2)])
+    assert model.multiply_adds(0) == conv[0] + head[0]
+    assert model.multiply_adds(2) == sum(conv) + sum(head)
+    assert model.multiply_adds(2) - model.cnn1.multiply_adds()["total"] == head[0] + head[1]
+    np.testing.assert_array_equal(model.multiply_adds_per_image(np.array([0, 2])),
+                                  [model.multiply_adds(0), model.multiply_adds(2)])
     # at t >= 1 no head runs: every image costs CNN1's own
-    assert model.flops_per_image(np.array([2, 2]), 1.0).tolist() == \
-        [model.cnn1.flops()["total"]] * 2
+    assert model.multiply_adds_per_image(np.array([2, 2]), 1.0).tolist() == \
+        [model.cnn1.multiply_adds()["total"]] * 2
     with pytest.raises(ValueError, match="0..2"):
-        model.flops_per_image(np.array([3]))
+        model.multiply_adds_per_image(np.array([3]))
 
 
 def test_training_the_heads_leaves_cnn1_untouched(model, images, rng):
@@ -124,8 +124,8 @@ def test_the_heads_alone_give_the_same_logits_without_cnn1s_last_layer(model, im
 
 
 def test_a_head_averages_its_maps_then_runs_its_dense_layers(rng):
-    from npskip.exits import ExitHead
-    from npskip.kernels import avg_pool_naive
+    from npskip.exits.heads import ExitHead
+    from npskip.engine.reference import avg_pool as avg_pool_naive
     head = ExitHead((8, 8, 4), 3, hidden=5, pool=2, rng=0)
     maps = rng.random((6, 8, 8, 4), dtype=np.float32)
     pooled = avg_pool_naive(maps, 2).reshape(6, -1)                  # (6, 4*4*4)
@@ -134,7 +134,7 @@ def test_a_head_averages_its_maps_then_runs_its_dense_layers(rng):
         + d1.params["b"]
     np.testing.assert_allclose(head.forward(maps), by_hand, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(head.pooled(maps), pooled, rtol=1e-6)
-    assert head.in_features == 64 and head.flops() == 8 * 8 * 4 + 64 * 5 + 5 * 3
+    assert head.in_features == 64 and head.multiply_adds() == 8 * 8 * 4 + 64 * 5 + 5 * 3
     for bad in (3, 0, 2.0):
         with pytest.raises(ValueError, match="pool: expected an integer >= 1 that divides"):
             ExitHead((8, 8, 4), 3, pool=bad)
@@ -145,8 +145,8 @@ def test_a_head_averages_its_maps_then_runs_its_dense_layers(rng):
 def test_heads_trained_on_kept_maps_equal_heads_trained_on_maps_made_per_batch(images, rng):
     """train_heads computes the pooled maps once; recomputing them for every batch,
     as a network that did not keep them would, gives bit-identical heads."""
-    from npskip.losses import softmax_cross_entropy
-    from npskip.optim import RMSprop
+    from npskip.engine.losses import softmax_cross_entropy
+    from npskip.engine.optim import RMSprop
     y = rng.integers(0, 3, len(images))
     cnn1 = SkipCNN((8, 8, 1), 3, (4, 4, 6), seed=1)
     kept = ExitCNN(cnn1, hidden=5, pool=2, seed=2)

@@ -8,9 +8,9 @@ more, so 1e-7 separates the two with room on both sides.
 import numpy as np
 from hypothesis import assume, given, settings, strategies as st
 
-from npskip.gradcheck import check_layer, check_loss
-from npskip.layers import Conv2D, Dense, Flatten, ReLU
-from npskip.losses import distillation_loss, softmax_cross_entropy
+from npskip.engine.gradcheck import check_layer, check_loss
+from npskip.engine.layers import Conv2D, Dense, Flatten, ReLU
+from npskip.engine.losses import distillation_loss, softmax_cross_entropy
 
 TOL = 1e-7
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import signal
 
-from npskip import kernels
-from npskip.layers import Conv2D
+from npskip.engine import kernels, reference
+from npskip.engine.layers import Conv2D
 
 shapes = st.tuples(
     st.integers(1, 4),    # N
@@ -32,8 +32,8 @@ def test_im2col_and_col2im_match_naive(shape, seed):
         return
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, h, w, c))
-    ref, ho, wo = kernels.im2col_naive(x, k, k, s, padding)
-    _, _, pt, pl = kernels.conv_output_shape(h, w, k, k, s, padding)
+    ref, ho, wo = reference.im2col(x, k, k, s, padding)
+    _, _, pt, pl = reference.conv_output_shape(h, w, k, k, s, padding)
     cols = np.full_like(ref, np.nan)     # NaN shows any entry the kernel forgets
     kernels.im2col(x, k, k, s, pt, pl, ho, wo, cols)
     np.testing.assert_array_equal(cols, ref)
@@ -41,16 +41,16 @@ def test_im2col_and_col2im_match_naive(shape, seed):
     dcols = rng.standard_normal(ref.shape)
     dx = np.full_like(x, np.nan)
     kernels.col2im(dcols, k, k, s, pt, pl, ho, wo, dx)
-    np.testing.assert_allclose(dx, kernels.col2im_naive(dcols, x.shape, k, k, s, padding),
+    np.testing.assert_allclose(dx, reference.col2im(dcols, x.shape, k, k, s, padding),
                                rtol=0, atol=1e-12)
 
 
 def test_col2im_is_the_adjoint_of_im2col(rng):
     # <im2col(x), d> == <x, col2im(d)> for every x, d: the definition of backward.
     x = rng.standard_normal((2, 7, 6, 3))
-    cols, ho, wo = kernels.im2col_naive(x, 3, 3, 2, "same")
+    cols, ho, wo = reference.im2col(x, 3, 3, 2, "same")
     d = rng.standard_normal(cols.shape)
-    back = kernels.col2im_naive(d, x.shape, 3, 3, 2, "same")
+    back = reference.col2im(d, x.shape, 3, 3, 2, "same")
     assert np.isclose(np.sum(cols * d), np.sum(x * back), rtol=1e-12)
 
 
@@ -80,16 +80,16 @@ def test_conv_forward_equals_naive_definition(rng, stride, padding):
     layer = Conv2D(3, 5, (3, 5), stride=stride, padding=padding, rng=rng, dtype=np.float64)
     layer.params["b"][:] = rng.standard_normal(5)
     x = rng.standard_normal((2, 8, 9, 3))
-    ref = kernels.conv2d_naive(x, layer.params["W"], layer.params["b"], stride, padding)
+    ref = reference.conv2d(x, layer.params["W"], layer.params["b"], stride, padding)
     np.testing.assert_allclose(layer.forward(x), ref, rtol=0, atol=1e-12)
 
 
 def test_output_shape_formulas():
-    assert kernels.conv_output_shape(28, 28, 3, 3, 1, "same") == (28, 28, 1, 1)
-    assert kernels.conv_output_shape(7, 8, 3, 3, 2, "same") == (4, 4, 1, 0)
-    assert kernels.conv_output_shape(7, 8, 3, 3, 2, "valid") == (3, 3, 0, 0)
+    assert reference.conv_output_shape(28, 28, 3, 3, 1, "same") == (28, 28, 1, 1)
+    assert reference.conv_output_shape(7, 8, 3, 3, 2, "same") == (4, 4, 1, 0)
+    assert reference.conv_output_shape(7, 8, 3, 3, 2, "valid") == (3, 3, 0, 0)
     with pytest.raises(ValueError, match="smaller than"):
-        kernels.conv_output_shape(2, 2, 3, 3, 1, "valid")
+        reference.conv_output_shape(2, 2, 3, 3, 1, "valid")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -98,13 +98,13 @@ def test_relu_backward_matches_naive(rng, dtype):
     out[0, 0, 0, 0] = 0.0                      # exactly at the kink: derivative 0
     dout = rng.standard_normal(out.shape).astype(dtype)
     got = kernels.relu_backward(out.reshape(-1), dout.reshape(-1)).reshape(out.shape)
-    np.testing.assert_array_equal(got, kernels.relu_backward_naive(out, dout))
+    np.testing.assert_array_equal(got, reference.relu_backward(out, dout))
     assert got.dtype == dtype
 
 
 def test_one_blas_thread_nests_and_restores():
     from threadpoolctl import threadpool_info
-    from npskip.model import SkipCNN
+    from npskip.engine.model import SkipCNN
 
     def blas_threads():
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
@@ -128,7 +128,7 @@ def test_avg_pool_matches_naive(rng, dtype, factor):
     out = np.empty((n, h // factor, w // factor, c), dtype=dtype)
     kernels.avg_pool(x, factor, out)
     # float32: the kernel sums in another order than NumPy's mean, so to rounding
-    np.testing.assert_allclose(out, kernels.avg_pool_naive(x, factor),
+    np.testing.assert_allclose(out, reference.avg_pool(x, factor),
                                rtol=1e-6 if dtype == np.float32 else 1e-14, atol=1e-7)
 
 
@@ -145,13 +145,13 @@ def test_wide_path_matches_naive(rng, h, w, kernel, padding, activation, c_in):
     layer.params["b"][:] = rng.standard_normal(5)
     x = rng.standard_normal((3, h, w, c_in))
     out = layer.forward(x)
-    want = kernels.conv2d_naive(x, layer.params["W"], layer.params["b"], 1, padding)
+    want = reference.conv2d(x, layer.params["W"], layer.params["b"], 1, padding)
     if activation == "relu":
         want = np.maximum(want, 0)
     np.testing.assert_allclose(out, want, atol=1e-12)
     dout = rng.standard_normal(out.shape)
     dx = layer.backward(dout)
-    ref_dx, ref_dw, ref_db = kernels.conv2d_backward_naive(
+    ref_dx, ref_dw, ref_db = reference.conv2d_backward(
         x, layer.params["W"], layer.params["b"], dout, 1, padding, activation)
     np.testing.assert_allclose(dx, ref_dx, atol=1e-12)
     np.testing.assert_allclose(layer.grads["W"], ref_dw, atol=1e-12)

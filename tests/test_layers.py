@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from npskip.layers import Conv2D, Dense, Flatten, ReLU
+from npskip.engine.layers import Conv2D, Dense, Flatten, ReLU
 
 
 def _layers():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from npskip.layers import Dense
-from npskip.losses import distillation_loss, softmax_cross_entropy
-from npskip.optim import RMSprop, rmsprop_update, rmsprop_update_parallel, rmsprop_update_plain
+from npskip.engine.layers import Dense
+from npskip.engine.losses import distillation_loss, softmax_cross_entropy
+from npskip.engine.optim import RMSprop, rmsprop_update, rmsprop_update_parallel, rmsprop_update_plain
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npskip.gradcheck import numerical_gradient, relative_error
-from npskip.losses import softmax_cross_entropy
-from npskip.model import SkipCNN
-from npskip.optim import RMSprop
+from npskip.engine.gradcheck import numerical_gradient, relative_error
+from npskip.engine.losses import softmax_cross_entropy
+from npskip.engine.model import SkipCNN
+from npskip.engine.optim import RMSprop
 
 TOL = 1e-7   # see test_gradients.py
 
@@ -122,13 +122,13 @@ def test_flops_by_hand():
     # The dense layer multiplies only the real channels of the route's last layer.
     dense0, dense1, dense2 = hw * 10 * 3, hw * 12 * 3, hw * 14 * 3
     assert (conv1, conv2, conv3, dense2) == (3600, 21600, 30240, 840)
-    assert model.flops(0) == {"conv1": conv1, "conv2": 0, "conv3": 0, "dense": dense0,
+    assert model.multiply_adds(0) == {"conv1": conv1, "conv2": 0, "conv3": 0, "dense": dense0,
                               "total": conv1 + dense0}
-    assert model.flops(1)["total"] == conv1 + conv2 + dense1
-    assert model.flops() == model.flops(2)
-    assert model.flops()["total"] == 56280
+    assert model.multiply_adds(1)["total"] == conv1 + conv2 + dense1
+    assert model.multiply_adds() == model.multiply_adds(2)
+    assert model.multiply_adds()["total"] == 56280
     with pytest.raises(ValueError, match="0..2"):
-        model.flops(3)
+        model.multiply_adds(3)
 
 
 def test_bad_input_and_routes_raise(rng):
@@ -158,17 +158,17 @@ def test_forward_does_not_modify_inputs(rng):
     assert np.array_equal(x, x0) and np.array_equal(routes, r0) and np.array_equal(d, d0)
 
 
-def test_flops_per_image_follows_each_route():
+def test_multiply_adds_per_image_follows_each_route():
     model = SkipCNN((5, 4, 2), 3, widths=(10, 12, 14))
-    np.testing.assert_array_equal(model.flops_per_image([2, 0, 1, 0]),
-                                  [model.flops(r)["total"] for r in (2, 0, 1, 0)])
+    np.testing.assert_array_equal(model.multiply_adds_per_image([2, 0, 1, 0]),
+                                  [model.multiply_adds(r)["total"] for r in (2, 0, 1, 0)])
 
 
-def test_flops_per_image_refuses_routes_out_of_range():
+def test_multiply_adds_per_image_refuses_routes_out_of_range():
     model = SkipCNN((5, 4, 2), 3, widths=(10, 12, 14))
     for bad in ([-1], [0, 3], [[0, 1]]):          # -1 would wrap to the full route
         with pytest.raises(ValueError, match="routes: expected"):
-            model.flops_per_image(bad)
+            model.multiply_adds_per_image(bad)
 
 
 def test_one_model_from_several_threads():
@@ -177,8 +177,8 @@ def test_one_model_from_several_threads():
     script = textwrap.dedent("""
         import threading
         import numpy as np
-        from npskip.model import SkipCNN
-        from npskip.train import predict
+        from npskip.engine.model import SkipCNN
+        from npskip.engine.train import predict
         model = SkipCNN((12, 12, 1), 3, (10, 10, 12), seed=0)
         x = np.random.default_rng(0).random((600, 12, 12, 1), dtype=np.float32)
         want = predict(model, x)

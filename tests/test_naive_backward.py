@@ -1,7 +1,7 @@
 """The plain backward twins against the fast layers, in float64 on random shapes.
 
-``kernels.conv2d_backward_naive`` is the convolution's backward as three matrix
-lines (cols.T @ g, g @ W.T, col2im); ``kernels.routed_dense_naive`` is SkipCNN's
+``reference.conv2d_backward`` is the convolution's backward as three matrix
+lines (cols.T @ g, g @ W.T, col2im); ``reference.routed_dense`` is SkipCNN's
 dense layer with the zero padding built. The fast forms sum in another order
 (image by image, thread by thread), so they agree to rounding: atol 1e-10 on
 values of order 1-10.
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from npskip import kernels
-from npskip.layers import Conv2D
-from npskip.model import SkipCNN
+from npskip.engine import kernels, reference
+from npskip.engine.layers import Conv2D
+from npskip.engine.model import SkipCNN
 
 ATOL = 1e-10
 
@@ -36,7 +36,7 @@ def test_conv2d_backward_naive_matches_conv2d(n, h, w, c_in, c_out, kh, kw, stri
     out = layer.forward(x)
     dout = rng.standard_normal(out.shape)
     dx = layer.backward(dout)
-    ref_dx, ref_dw, ref_db = kernels.conv2d_backward_naive(
+    ref_dx, ref_dw, ref_db = reference.conv2d_backward(
         x, layer.params["W"], layer.params["b"], dout, stride, padding, activation)
     np.testing.assert_allclose(dx, ref_dx, rtol=0, atol=ATOL)
     np.testing.assert_allclose(layer.grads["W"], ref_dw, rtol=0, atol=ATOL)
@@ -51,11 +51,11 @@ def test_conv2d_backward_naive_applies_relus_mask(rng):
     layer.params["b"][:] = -100.0
     x = rng.random((2, 5, 4, 2))
     dout = rng.standard_normal((2, 5, 4, 3))
-    dx, dw, db = kernels.conv2d_backward_naive(x, layer.params["W"], layer.params["b"], dout,
+    dx, dw, db = reference.conv2d_backward(x, layer.params["W"], layer.params["b"], dout,
                                                activation="relu")
     assert not dx.any() and not dw.any() and not db.any()
     # Without the ReLU the same call passes dout through.
-    _, _, db_plain = kernels.conv2d_backward_naive(x, layer.params["W"], layer.params["b"], dout)
+    _, _, db_plain = reference.conv2d_backward(x, layer.params["W"], layer.params["b"], dout)
     np.testing.assert_allclose(db_plain, dout.sum(axis=(0, 1, 2)))
 
 
@@ -63,9 +63,9 @@ def test_conv2d_backward_naive_rejects_bad_input(rng):
     W, b = rng.standard_normal((3, 3, 2, 4)), np.zeros(4)
     x = rng.standard_normal((1, 5, 5, 2))
     with pytest.raises(ValueError, match=r"expected shape \(1, 5, 5, 4\)"):
-        kernels.conv2d_backward_naive(x, W, b, np.zeros((1, 5, 5, 3)))
+        reference.conv2d_backward(x, W, b, np.zeros((1, 5, 5, 3)))
     with pytest.raises(ValueError, match="activation"):
-        kernels.conv2d_backward_naive(x, W, b, np.zeros((1, 5, 5, 4)), activation="tanh")
+        reference.conv2d_backward(x, W, b, np.zeros((1, 5, 5, 4)), activation="tanh")
 
 
 @settings(max_examples=30, deadline=None)
@@ -82,7 +82,7 @@ def test_routed_dense_naive_matches_skipcnn(h, w, c_max, classes, m, data, seed)
     feats = rng.standard_normal((m, h, w, c))
     dlogits = rng.standard_normal((m, classes))
     W, b = model.dense.params["W"], model.dense.params["b"]
-    ref_logits, ref_dfeats, ref_dw, ref_db = kernels.routed_dense_naive(feats, W, b, dlogits)
+    ref_logits, ref_dfeats, ref_dw, ref_db = reference.routed_dense(feats, W, b, dlogits)
     with kernels.one_blas_thread:
         logits = model._dense_forward(feats)
         dfeats = model._dense_backward(feats, dlogits)
@@ -113,7 +113,7 @@ def test_routed_dense_naive_matches_a_routed_batch(rng):
         rows = order[routes[order] == r]                  # batch indices on route r
         reach_next = np.count_nonzero(routes >= r + 1)
         feats = model.activations[r][reach_next:]          # the rows that end at layer r
-        ref_logits, _, dw_r, db_r = kernels.routed_dense_naive(feats, W, b, dlogits[rows])
+        ref_logits, _, dw_r, db_r = reference.routed_dense(feats, W, b, dlogits[rows])
         np.testing.assert_allclose(logits[rows], ref_logits, rtol=0, atol=ATOL)
         dw += dw_r
         db += db_r
@@ -123,6 +123,6 @@ def test_routed_dense_naive_matches_a_routed_batch(rng):
 
 def test_routed_dense_naive_rejects_too_many_channels(rng):
     with pytest.raises(ValueError, match="C_max >= 5"):
-        kernels.routed_dense_naive(rng.standard_normal((2, 3, 3, 5)),
+        reference.routed_dense(rng.standard_normal((2, 3, 3, 5)),
                                    rng.standard_normal((3 * 3 * 4, 2)), np.zeros(2),
                                    np.zeros((2, 2)))

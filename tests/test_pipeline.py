@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npskip.model import SkipCNN
-from npskip.ranking import label_images, rank, top_images
-from npskip.stats import confusion_matrix, majority_baseline, stratified_split, wilson_interval
+from npskip.engine.model import SkipCNN
+from npskip.paper.ranking import label_images, rank, top_images
+from npskip.paper.stats import confusion_matrix, majority_baseline, stratified_split, wilson_interval
 
 from test_data import MIRROR
 
@@ -75,15 +75,15 @@ def test_confusion_and_baseline():
 
 REQUIRED = ["cnn1.test_accuracy", "ranking.label_counts", "cnn2.test_accuracy", "cnn2.test_count",
             "cnn2.majority_baseline", "cnn3_paper.test_accuracy", "cnn3_paper.test_count",
-            "cnn3_deploy.test_accuracy", "cnn3_deploy.route_counts", "cnn3_deploy.flops_fraction",
+            "cnn3_deploy.test_accuracy", "cnn3_deploy.route_counts", "cnn3_deploy.multiply_add_fraction",
             "cnn3_deploy.wall_fraction"] + [
     f"controls.{c}.test_accuracy" for c in ("cnn1", "all_route_0", "all_route_1",
                                            "random_cnn2_proportions", "oracle")] + [
     # beyond the paper (npskip.extension)
-    "extension.exits.route_test_accuracy", "extension.exits.route_flops_fraction",
-    "extension.curve.router_flops_fraction",
+    "extension.exits.route_test_accuracy", "extension.exits.route_multiply_add_fraction",
+    "extension.curve.router_multiply_add_fraction",
     "extension.curve.operating_point.test_accuracy",
-    "extension.curve.operating_point.flops_fraction",
+    "extension.curve.operating_point.multiply_add_fraction",
     "extension.curve.operating_point.wall_fraction", "extension.curve.oracle.test_accuracy",
     "extension.curve.operating_point.cnn1_test_accuracy",
     "extension.curve.operating_point.test_paired_difference.mean",
@@ -129,10 +129,10 @@ def test_reproduce_quick_writes_every_field(quick_run):
     curve = results["extension"]["curve"]
     assert curve["curve"]["route_counts"][0] == [600, 0, 0]       # t = 0: all leave at exit 0
     assert curve["curve"]["route_counts"][-1] == [0, 0, 600]      # t = 1: CNN1 itself
-    assert curve["curve"]["flops_fraction"][-1] == 1.0            # ... with no head run
-    assert curve["router_flops_fraction"] == 0.0                  # no router: heads are counted
+    assert curve["curve"]["multiply_add_fraction"][-1] == 1.0            # ... with no head run
+    assert curve["router_multiply_add_fraction"] == 0.0                  # no router: heads are counted
     exits = results["extension"]["exits"]
-    assert exits["route_flops_fraction"][0] < exits["route_flops_fraction"][1] < 1.1
+    assert exits["route_multiply_add_fraction"][0] < exits["route_multiply_add_fraction"][1] < 1.1
     # the rule's choice: a routed point no slower than CNN1 (guard), or CNN1 itself
     point, sel = curve["operating_point"], curve["selection"]
     assert point["wall_fraction"] <= 1.0 and point["choice"] in ("routed", "cnn1")
@@ -150,7 +150,7 @@ def test_reproduce_with_a_router_adds_its_stages(quick_run):
                    "[seed 0] router_behaviour_small: running",
                    "[seed 0] curve_behaviour_small: running"], ran
     results = json.loads((out / "results.json").read_text())
-    assert 0 < results["extension"]["curve"]["router_flops_fraction"] < 0.06   # cheap router
+    assert 0 < results["extension"]["curve"]["router_multiply_add_fraction"] < 0.06   # cheap router
     assert sum(results["extension"]["behaviour"]["train_label_counts"]) == 3000
     assert "## Beyond the paper: behaviour labels, small router" in (out / "report.md").read_text()
     # and the paper's labels for the same router add only that router and its curve
@@ -219,7 +219,7 @@ def test_reproduce_runs_on_cifar100_format_fixtures(tmp_path):
 
 
 def test_summary_leaves_out_figures_some_seeds_lack():
-    from npskip.pipeline import Config
+    from npskip.paper.pipeline import Config
     from npskip.report import summarize
     per_seed = {0: {"cnn1": {"test_accuracy": 0.98}, "extension": {"router": {"test_accuracy": 0.9}},
                     "tag": "a"},

@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npskip import checkpoint, cli
-from npskip.model import SkipCNN
-from npskip.pipeline import Config, ConfigError, SeedRun, load_data, write_json
-from npskip.runfolder import FolderLock, RunFolderError
-from npskip.train import fit_resumable
+from npskip.harness import checkpoint
+
+from npskip import cli
+from npskip.engine.model import SkipCNN
+from npskip.paper.pipeline import Config, ConfigError, SeedRun, load_data, write_json
+from npskip.harness.runfolder import FolderLock, RunFolderError
+from npskip.harness.checkpoint import fit_resumable
 
 from test_data import MIRROR
 
@@ -246,7 +248,7 @@ def test_other_data_in_the_same_folder_is_refused(tiny, data_dir):
 
 def _made_from_holds(folder):
     """Every stage's recorded inputs and outputs are the files now in the folder."""
-    from npskip.runfolder import sha256_file
+    from npskip.harness.runfolder import sha256_file
     for path in folder.glob("*.json"):
         if path.name == "settings.json":
             continue
@@ -375,7 +377,7 @@ def test_a_busy_seed_folder_is_refused(run_copy, data_dir, capsys):
 def test_a_killed_run_leaves_no_lock_behind(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from npskip.runfolder import FolderLock
+        from npskip.harness.runfolder import FolderLock
         with FolderLock({str(tmp_path)!r}):
             print("locked", flush=True)
             time.sleep(600)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from npskip.selection import WALL_LIMIT, choose_operating_point, modelled_wall
-from npskip.stats import normal_quantile, paired_difference, paired_loss_upper
+from npskip.exits.selection import WALL_LIMIT, choose_operating_point, modelled_wall
+from npskip.paper.stats import normal_quantile, paired_difference, paired_loss_upper
 
 
 def test_paired_difference_against_a_direct_computation():
@@ -140,7 +140,7 @@ def test_the_cost_model_matches_the_measurements_it_was_fitted_to():
 
 def test_the_rule_is_given_validation_data_only():
     params = list(inspect.signature(choose_operating_point).parameters)
-    assert params == ["thresholds", "routed_right", "cnn1_right", "flops_fraction",
+    assert params == ["thresholds", "routed_right", "cnn1_right", "multiply_add_fraction",
                       "wall_fraction", "tolerance", "confidence", "wall_limit", "judged_on"]
     doc = inspect.getdoc(choose_operating_point)
     # the one thing it knows of the test set is how many images it has
@@ -220,7 +220,7 @@ def test_a_point_that_beats_cnn1_is_worded_as_a_gain():
 
 
 def test_the_test_noise_reserved_grows_with_the_disagreements():
-    from npskip.selection import test_noise
+    from npskip.exits.selection import test_noise
     # 200 disagreements in 6,000 validation images, judged on 10,000: 1.645 x sqrt(1/300/1e4)
     assert test_noise(200, 6000, 10000) == pytest.approx(1.6448536 * np.sqrt(200 / 6000 / 1e4))
     assert test_noise(0, 6000, 10000) == 0.0 and test_noise(200, 6000, None) == 0.0

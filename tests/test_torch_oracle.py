@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from npskip import kernels
-from npskip.layers import Conv2D, Dense
-from npskip.losses import distillation_loss, softmax_cross_entropy
+from npskip.engine import kernels, reference
+from npskip.engine.layers import Conv2D, Dense
+from npskip.engine.losses import distillation_loss, softmax_cross_entropy
 
 from conftest import require_torch
 
@@ -30,7 +30,7 @@ def test_conv2d_matches_torch(n, h, w, c_in, c_out, k, stride, padding, activati
     dout = rng.standard_normal(out.shape)
     dx = layer.backward(dout)
 
-    ho, wo, pt, pl = kernels.conv_output_shape(h, w, k, k, stride, padding)
+    ho, wo, pt, pl = reference.conv_output_shape(h, w, k, k, stride, padding)
     pb = max((ho - 1) * stride + k - h - pt, 0)
     pr = max((wo - 1) * stride + k - w - pl, 0)
     tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)

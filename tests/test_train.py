@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npskip import checkpoint
-from npskip.train import fit_resumable
-from npskip.data import as_float32, fetch, load
-from npskip.model import SkipCNN
-from npskip.optim import RMSprop
-from npskip.train import evaluate, fit, predict, predict_by_route
+from npskip.harness import checkpoint
+from npskip.harness.checkpoint import fit_resumable
+from npskip.harness.data import as_float32, fetch, load
+from npskip.engine.model import SkipCNN
+from npskip.engine.optim import RMSprop
+from npskip.engine.train import evaluate, fit, predict, predict_by_route
 
 from test_data import MIRROR
 

@@ -8,9 +8,9 @@ the exercises are done. Reference solutions: ../solutions/nb01.py (try first).
 
 import numpy as np
 
-from npskip import kernels
-from npskip.gradcheck import check_layer
-from npskip.layers import Conv2D, Dense
+from npskip.engine import kernels, reference
+from npskip.engine.gradcheck import check_layer
+from npskip.engine.layers import Conv2D, Dense
 
 TOL = 1e-7      # a right gradient gives ~1e-10 here, a wrong one 1e-3 or more
 
@@ -39,7 +39,7 @@ COL2IM_CASES = [   # (x_shape, kh, kw, stride, padding)
 def check_col2im(col2im):
     """col2im(dcols, x_shape, kh, kw, stride, padding) -> dx of shape x_shape.
 
-    Compared with kernels.col2im_naive on five geometries (stride 2, 'valid',
+    Compared with reference.col2im on five geometries (stride 2, 'valid',
     non-square kernels among them), and the adjoint identity
     <im2col(x), c> = <x, col2im(c)> is tested on each.
     """
@@ -47,7 +47,7 @@ def check_col2im(col2im):
     for x_shape, kh, kw, stride, padding in COL2IM_CASES:
         case = f"x_shape={x_shape}, kernel {kh}x{kw}, stride {stride}, padding={padding!r}"
         x = rng.standard_normal(x_shape)
-        cols, _, _ = kernels.im2col_naive(x, kh, kw, stride, padding)
+        cols, _, _ = reference.im2col(x, kh, kw, stride, padding)
         dcols = rng.standard_normal(cols.shape)
         keep = dcols.copy()
         try:
@@ -64,7 +64,7 @@ def check_col2im(col2im):
         assert dx.shape == tuple(x_shape), (
             f"{case}: expected dx of shape {tuple(x_shape)} (the image's shape), "
             f"received {dx.shape}")
-        ref = kernels.col2im_naive(dcols, x_shape, kh, kw, stride, padding)
+        ref = reference.col2im(dcols, x_shape, kh, kw, stride, padding)
         if not np.allclose(dx, ref, rtol=0, atol=1e-10):
             bad = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(dx - ref)), dx.shape))
             raise AssertionError(

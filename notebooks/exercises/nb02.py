@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from npskip.losses import softmax_cross_entropy
-from npskip.model import SkipCNN
-from npskip.optim import RMSprop
+from npskip.engine.losses import softmax_cross_entropy
+from npskip.engine.model import SkipCNN
+from npskip.engine.optim import RMSprop
 
 
 # --------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def check_cost(answers):
     conv2, dense = model.convs[1], model.dense
     truth = {
         "conv2_params": conv2.params["W"].size + conv2.params["b"].size,
-        "conv2_multiply_adds": model.flops()["conv2"],
+        "conv2_multiply_adds": model.multiply_adds()["conv2"],
         "dense_params": dense.params["W"].size + dense.params["b"].size,
     }
     hints = {

@@ -8,7 +8,7 @@ written yet, so the notebook runs on. Reference solutions: ../solutions/nb03.py.
 
 import numpy as np
 
-from npskip.ranking import label_images, top_images
+from npskip.paper.ranking import label_images, top_images
 
 
 def _not_written(name):

@@ -7,7 +7,7 @@ written yet. Reference solutions: ../solutions/nb04.py.
 
 import math
 
-from npskip.stats import wilson_interval
+from npskip.paper.stats import wilson_interval
 
 
 def _not_written(name):

@@ -7,7 +7,7 @@ written yet. Reference solutions: ../solutions/nb05.py.
 
 import numpy as np
 
-from npskip.model import SkipCNN
+from npskip.engine.model import SkipCNN
 
 CASES = [((28, 28, 1), (16, 16, 32), 10), ((32, 32, 3), (16, 16, 32), 100),
          ((14, 14, 1), (8, 16), 3), ((9, 7, 2), (4, 6, 5, 3), 4)]
@@ -27,7 +27,7 @@ def check_route_flops(fn):
                 got = fn(shape, widths, classes, route)
             except NotImplementedError:
                 return _not_written("route_flops")
-            want = model.flops(route)
+            want = model.multiply_adds(route)
             assert int(got) == want["total"], (
                 f"route_flops({shape}, {widths}, {classes}, route={route}): expected "
                 f"{want['total']:,} multiply-adds, received {int(got):,}; per layer it is "

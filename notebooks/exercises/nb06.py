@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from npskip.data import read_cifar_bin
-from npskip.model import SkipCNN
+from npskip.harness.data import read_cifar_bin
+from npskip.engine.model import SkipCNN
 
 
 def _not_written(name):
@@ -31,14 +31,14 @@ def check_cost_with_router(fn):
             got = fn(counts, model, router)
         except NotImplementedError:
             return _not_written("cost_with_router")
-        per_route = np.array([model.flops(r)["total"] for r in range(model.depth)])
-        want = (np.dot(counts, per_route) / np.sum(counts) + router.flops()["total"]) \
-            / model.flops()["total"]
+        per_route = np.array([model.multiply_adds(r)["total"] for r in range(model.depth)])
+        want = (np.dot(counts, per_route) / np.sum(counts) + router.multiply_adds()["total"]) \
+            / model.multiply_adds()["total"]
         assert abs(float(got) - want) < 1e-9, (
             f"cost_with_router({counts}, ...): expected {want:.4f} of the full route, received "
             f"{float(got):.4f}"
             + (" (the router runs on every image: add its multiply-adds once per image)"
-               if abs(float(got) - (want - router.flops()["total"] / model.flops()["total"])) < 1e-9
+               if abs(float(got) - (want - router.multiply_adds()["total"] / model.multiply_adds()["total"])) < 1e-9
                else ""))
     print("passed: cost_with_router; the paper's router, as large as CNN1, adds 1.0 to every mix")
 

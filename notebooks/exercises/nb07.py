@@ -9,10 +9,10 @@ from statistics import NormalDist
 
 import numpy as np
 
-from npskip.exits import ExitCNN, exit_routes
-from npskip.losses import softmax
-from npskip.model import SkipCNN
-from npskip.stats import paired_difference, paired_loss_upper
+from npskip.exits.heads import ExitCNN, exit_routes
+from npskip.engine.losses import softmax
+from npskip.engine.model import SkipCNN
+from npskip.paper.stats import paired_difference, paired_loss_upper
 
 
 def _not_written(name):
@@ -75,17 +75,17 @@ def check_exit_flops(fn):
             try:
                 got = fn(shape, widths, classes, hidden, pool, route)
             except NotImplementedError:
-                return _not_written("exit_flops")
-            want = model.flops(route)
+                return _not_written("exit_multiply_adds")
+            want = model.multiply_adds(route)
             if int(got) == want:
                 continue
-            heads = [h.flops() for h in model.heads] + [model.cnn1.flops()["dense"]]
-            convs = [model.cnn1.flops()[f"conv{k + 1}"] for k in range(len(widths))]
+            heads = [h.multiply_adds() for h in model.heads] + [model.cnn1.multiply_adds()["dense"]]
+            convs = [model.cnn1.multiply_adds()[f"conv{k + 1}"] for k in range(len(widths))]
             passed = min(route + 1, len(widths) - 1)                  # heads run on the way
             pooling = sum(int(np.prod(h.maps_shape)) for h in model.heads[:passed]) \
                 if pool > 1 else 0
             hint = ""
-            if route == len(widths) - 1 and int(got) == model.cnn1.flops()["total"]:
+            if route == len(widths) - 1 and int(got) == model.cnn1.multiply_adds()["total"]:
                 hint = (" -- with early exits on, an image that runs to the end has paid for "
                         "every head it passed on top of CNN1")
             elif int(got) == sum(convs[:route + 1]) + heads[route]:
@@ -100,9 +100,9 @@ def check_exit_flops(fn):
             elif hidden and int(got) == want - hidden * classes * passed:
                 hint = " -- a head with a hidden layer has two dense layers: count both"
             raise AssertionError(
-                f"exit_flops({shape}, {widths}, {classes}, hidden={hidden}, pool={pool}, "
+                f"exit_multiply_adds({shape}, {widths}, {classes}, hidden={hidden}, pool={pool}, "
                 f"route={route}): expected {want:,} multiply-adds, received {int(got):,}{hint}")
-    print("passed: exit_flops counts the conv layers, the pooling and every head an image "
+    print("passed: exit_multiply_adds counts the conv layers, the pooling and every head an image "
           "passes")
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from npskip.kernels import conv_output_shape
+from npskip.engine.reference import conv_output_shape
 
 
 def col2im(dcols, x_shape, kh, kw, stride, padding):

@@ -2,7 +2,7 @@
 
 import math
 
-from npskip.losses import softmax_cross_entropy
+from npskip.engine.losses import softmax_cross_entropy
 
 
 def train_step(model, optimizer, xb, yb):

@@ -9,9 +9,9 @@ def cost_with_router(route_counts, model, router):
 
     Every image pays for the router once, then for the conv layers and dense rows of its route.
     """
-    per_route = np.array([model.flops(r)["total"] for r in range(model.depth)])
+    per_route = np.array([model.multiply_adds(r)["total"] for r in range(model.depth)])
     mean = np.dot(route_counts, per_route) / np.sum(route_counts)
-    return (mean + router.flops()["total"]) / model.flops()["total"]
+    return (mean + router.multiply_adds()["total"]) / model.multiply_adds()["total"]
 
 
 def cifar_record(record):

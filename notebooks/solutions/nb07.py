@@ -23,7 +23,7 @@ def exit_routes(route_logits, t):
     return np.where(sure.any(axis=0), sure.argmax(axis=0), depth - 1)
 
 
-def exit_flops(input_shape, widths, num_classes, hidden, pool, route):
+def exit_multiply_adds(input_shape, widths, num_classes, hidden, pool, route):
     """Multiply-adds of an image that leaves at exit ``route``: conv layers 0..route
     and heads 0..route, the last route's "head" being CNN1's dense layer. A head
     averages its maps over pool x pool blocks (one addition per map value, counted as

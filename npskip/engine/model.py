@@ -35,9 +35,9 @@ import threading
 
 import numpy as np
 
-from . import kernels
-from .checks import check_array
-from .layers import Conv2D, Dense
+from npskip.engine import kernels, reference
+from npskip.engine.checks import check_array
+from npskip.engine.layers import Conv2D, Dense
 
 
 # numba's parallel kernels (workqueue threading layer) abort the whole process when
@@ -169,7 +169,7 @@ class SkipCNN:
     # as zeros (a parameter-free shortcut, ResNet's "option A"). The weights those
     # zeros would meet are skipped rather than multiplied: only the rows of W for
     # channels 0..c-1 are used, and only their gradient is written.
-    # ``kernels.routed_dense_naive`` builds the padding instead: the plain twin
+    # ``reference.routed_dense`` builds the padding instead: the plain twin
     # that the tests check these two methods against.
     def _dense_rows(self, c):
         """The dense W's rows that channels 0..c-1 meet: (H*W*c, classes), copied if c < max."""
@@ -232,7 +232,7 @@ class SkipCNN:
         return dx
 
     # ------------------------------------------------------------------
-    def flops(self, route=None):
+    def multiply_adds(self, route=None):
         """Multiply-adds per image on ``route`` (None: the full network), per layer.
 
         conv k: H * W * C_out * (3 * 3 * C_in)   (same padding, stride 1: H, W kept)
@@ -253,9 +253,9 @@ class SkipCNN:
         out["total"] = sum(out.values())
         return out
 
-    def flops_per_image(self, routes):
+    def multiply_adds_per_image(self, routes):
         """Total multiply-adds of each image on its route: routes (N,) -> (N,) float64."""
-        totals = np.array([self.flops(r)["total"] for r in range(self.depth)], dtype=np.float64)
+        totals = np.array([self.multiply_adds(r)["total"] for r in range(self.depth)], dtype=np.float64)
         routes = np.asarray(routes)
         if routes.ndim != 1:
             raise ValueError(f"routes: expected a 1-d integer array, received shape {routes.shape}")

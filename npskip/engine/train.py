@@ -10,15 +10,13 @@ machine, and a run resumed at epoch e draws exactly the batches it would have.
 """
 
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint
-from .checks import check_array, check_finite, check_int
-from .losses import softmax_cross_entropy
-from .optim import RMSprop
+from npskip.engine.checks import check_array, check_finite, check_int
+from npskip.engine.losses import softmax_cross_entropy
+from npskip.engine.optim import RMSprop
 
 
 def _check_data(model, x, y, routes, name):
@@ -27,28 +25,21 @@ def _check_data(model, x, y, routes, name):
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{name} labels: expected integers of shape ({len(x)},), received "
                          f"{y.dtype} {y.shape}")
-    if routes is not None and not callable(routes) and np.shape(routes) != (len(x),):
+    if routes is not None and np.shape(routes) != (len(x),):
         raise ValueError(f"{name} routes: expected shape ({len(x)},), received {np.shape(routes)}")
     check_finite(x, f"{name} images")
     return y
 
 
-def train_epoch(model, optimizer, x, y, routes, batch_size, rng, progress=None, loss_fn=None):
-    """One pass over (x, y) in shuffled batches. Returns (mean loss, accuracy).
-
-    loss_fn(logits, idx) -> (loss, dlogits) for the batch of samples idx (positions in
-    x); default softmax cross-entropy on y[idx].
-    """
+def train_epoch(model, optimizer, x, y, routes, batch_size, rng, progress=None):
+    """One pass over (x, y) in shuffled batches. Returns (mean loss, accuracy)."""
     order = rng.permutation(len(x))
     total_loss, correct, seen = 0.0, 0, 0
     for start in range(0, len(x), batch_size):
         idx = np.sort(order[start:start + batch_size])   # sorted: contiguous-ish reads
         xb, yb = x[idx], y[idx]
         logits = model.forward(xb, None if routes is None else routes[idx])
-        if loss_fn is None:
-            loss, dlogits = softmax_cross_entropy(logits, yb)
-        else:
-            loss, dlogits = loss_fn(logits, idx)
+        loss, dlogits = softmax_cross_entropy(logits, yb)
         model.backward(dlogits)
         optimizer.step(model.ran_layers())
         total_loss += loss * len(idx)
@@ -62,22 +53,18 @@ def train_epoch(model, optimizer, x, y, routes, batch_size, rng, progress=None, 
 
 
 def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=None, seed=0,
-        optimizer=None, history=None, on_epoch_end=None, progress=True, loss=None):
+        optimizer=None, history=None, on_epoch_end=None, progress=True):
     """Train ``model`` on (x, y) and return the history.
 
     x: (N, H, W, C) float, y: (N,) int labels.
-    routes: (N,) ints, None (every sample on the full network), or a function
-        routes(epoch) -> (N,) ints, called once per epoch (e.g. fresh random routes).
+    routes: (N,) ints (route r runs conv layers 1..r+1), or None: every sample on
+        the full network.
     validation_data: (x_val, y_val) or (x_val, y_val, routes_val), evaluated after each epoch.
     optimizer: default RMSprop() (lr 1e-3, rho 0.9, eps 1e-7).
     history: a history to continue (resuming): training starts at epoch len(history["loss"]).
     on_epoch_end: called as on_epoch_end(epoch, history) after each epoch (e.g. to checkpoint).
-    loss: loss(logits, idx) -> (loss, dlogits) for the training samples at positions idx,
-        e.g. losses.distillation_loss with the teacher's logits of x[idx]; default softmax
-        cross-entropy on y[idx]. Validation always reports the plain cross-entropy.
     Returns {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}: one entry per epoch.
     """
-    loss_fn = loss                      # the name `loss` is the epoch's mean loss below
     epochs = check_int("epochs", epochs, 1)
     batch_size = check_int("batch_size", batch_size, 1)
     y = _check_data(model, x, y, routes, "training")
@@ -91,14 +78,9 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
     for epoch in range(len(history["loss"]), epochs):
         rng = np.random.default_rng([seed, epoch])
         start = time.perf_counter()
-        epoch_routes = routes(epoch) if callable(routes) else routes
-        if callable(routes) and np.shape(epoch_routes) != (len(x),):
-            raise ValueError(f"routes({epoch}): expected shape ({len(x)},), received "
-                             f"{np.shape(epoch_routes)}")
         with tqdm(total=len(x), desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                   disable=not progress, leave=True) as bar:
-            loss, acc = train_epoch(model, optimizer, x, y, epoch_routes, batch_size, rng, bar,
-                                    loss_fn=loss_fn)
+            loss, acc = train_epoch(model, optimizer, x, y, routes, batch_size, rng, bar)
             if validation_data is not None:
                 val_loss, val_acc = evaluate(model, x_val, y_val, r_val)
                 bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", val_loss=f"{val_loss:.4f}",
@@ -113,54 +95,6 @@ def fit(model, x, y, *, routes=None, epochs=20, batch_size=128, validation_data=
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
     return history
-
-
-def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, made_from=None,
-                  **fit_args):
-    """fit() with a checkpoint (model, RMSprop state, history) after every epoch at ``path``.
-
-    If ``path`` already holds a checkpoint, training resumes from it (the model
-    passed in is then replaced by the saved one); a finished checkpoint trains
-    no further. made_from: any JSON-able record of what the training is built
-    from, saved in the checkpoint; a checkpoint with another record is not
-    resumed but trained afresh. With progress=False, one log line per epoch
-    replaces the bar. Returns (model, history).
-    """
-    path = Path(path)
-    epochs = check_int("epochs", epochs, 1)
-    optimizer, history = RMSprop(), None
-    if path.exists():
-        try:
-            saved_model, saved, extra = checkpoint.load(path, with_optimizer=True)
-        except checkpoint.CheckpointError as e:
-            raise checkpoint.CheckpointError(f"{e}; delete it to train afresh") from None
-        extra = extra or {}
-        shape = {k: v for k, v in model.config().items() if k != "seed"}
-        if {k: v for k, v in saved_model.config().items() if k != "seed"} != shape:
-            raise checkpoint.CheckpointError(
-                f"{path}: holds {saved_model}, but this training needs {model}; delete it to "
-                f"train afresh")
-        if made_from is not None and extra.get("made_from") != made_from:
-            log(f"{path.name} was trained from other inputs; training afresh")
-        elif len((extra.get("history") or {}).get("loss", [])) > epochs:
-            raise checkpoint.CheckpointError(
-                f"{path}: trained for {len(extra['history']['loss'])} epochs, more than the "
-                f"{epochs} asked for; delete it to train afresh")
-        else:
-            model, optimizer, history = saved_model, saved or optimizer, extra.get("history")
-            if history:
-                log(f"resuming {path.name} after epoch {len(history['loss'])}")
-
-    def on_epoch_end(epoch, h):
-        checkpoint.save(path, model, optimizer, extra={"history": h, "made_from": made_from})
-        if not progress:
-            val = f", val_acc {h['val_accuracy'][-1]:.4f}" if h["val_accuracy"][-1] is not None else ""
-            log(f"{path.stem} epoch {epoch + 1}/{epochs}: loss {h['loss'][-1]:.4f}, "
-                f"acc {h['accuracy'][-1]:.4f}{val} ({h['seconds'][-1]:.0f} s)")
-
-    history = fit(model, x, y, epochs=epochs, optimizer=optimizer, history=history,
-                  on_epoch_end=on_epoch_end, progress=progress, **fit_args)
-    return model, history
 
 
 def predict(model, x, routes=None, batch_size=256):

@@ -4,7 +4,8 @@ A checkpoint holds the weights (``conv1.W``, ``conv1.b``, ..., ``dense.b``), the
 architecture as JSON (``architecture.json``, stored as UTF-8 bytes so that
 ``np.load(allow_pickle=False)`` can read it), optionally the RMSprop running
 averages (``rmsprop.conv1.W``, ...) and any JSON-able ``extra`` (e.g. the
-training history, to resume).
+training history, to resume). ``fit_resumable`` trains with one such checkpoint
+after every epoch and resumes from it.
 
 It is written to a temporary file in the same folder, flushed to disk, and
 renamed over the final name, so a crash mid-save leaves the old checkpoint.
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import SkipCNN
-from .optim import RMSprop
+from npskip.engine.model import SkipCNN
+from npskip.engine.checks import check_int
+from npskip.engine.optim import RMSprop
+from npskip.engine.train import fit
 
 
 class CheckpointError(Exception):
@@ -157,3 +160,51 @@ def load(path, with_optimizer=False):
     if not with_optimizer:
         return model
     return model, optimizer, extra
+
+
+def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, made_from=None,
+                  **fit_args):
+    """fit() with a checkpoint (model, RMSprop state, history) after every epoch at ``path``.
+
+    If ``path`` already holds a checkpoint, training resumes from it (the model
+    passed in is then replaced by the saved one); a finished checkpoint trains
+    no further. made_from: any JSON-able record of what the training is built
+    from, saved in the checkpoint; a checkpoint with another record is not
+    resumed but trained afresh. With progress=False, one log line per epoch
+    replaces the bar. Returns (model, history).
+    """
+    path = Path(path)
+    epochs = check_int("epochs", epochs, 1)
+    optimizer, history = RMSprop(), None
+    if path.exists():
+        try:
+            saved_model, saved, extra = load(path, with_optimizer=True)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; delete it to train afresh") from None
+        extra = extra or {}
+        shape = {k: v for k, v in model.config().items() if k != "seed"}
+        if {k: v for k, v in saved_model.config().items() if k != "seed"} != shape:
+            raise CheckpointError(
+                f"{path}: holds {saved_model}, but this training needs {model}; delete it to "
+                f"train afresh")
+        if made_from is not None and extra.get("made_from") != made_from:
+            log(f"{path.name} was trained from other inputs; training afresh")
+        elif len((extra.get("history") or {}).get("loss", [])) > epochs:
+            raise CheckpointError(
+                f"{path}: trained for {len(extra['history']['loss'])} epochs, more than the "
+                f"{epochs} asked for; delete it to train afresh")
+        else:
+            model, optimizer, history = saved_model, saved or optimizer, extra.get("history")
+            if history:
+                log(f"resuming {path.name} after epoch {len(history['loss'])}")
+
+    def on_epoch_end(epoch, h):
+        save(path, model, optimizer, extra={"history": h, "made_from": made_from})
+        if not progress:
+            val = f", val_acc {h['val_accuracy'][-1]:.4f}" if h["val_accuracy"][-1] is not None else ""
+            log(f"{path.stem} epoch {epoch + 1}/{epochs}: loss {h['loss'][-1]:.4f}, "
+                f"acc {h['accuracy'][-1]:.4f}{val} ({h['seconds'][-1]:.0f} s)")
+
+    history = fit(model, x, y, epochs=epochs, optimizer=optimizer, history=history,
+                  on_epoch_end=on_epoch_end, progress=progress, **fit_args)
+    return model, history

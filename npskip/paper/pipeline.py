@@ -20,200 +20,26 @@ was built from (npskip.runfolder): a rerun with other settings is refused, and
 a stage whose inputs changed is redone, with everything built from it.
 """
 
-import json
-import math
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint
-from .checks import ConfigError, check_int, is_int
-from .data import DATASETS, as_float32, load
-from .runfolder import FolderLock, RunFolderError, check_settings, data_identity, read_json, \
-    sha256_file
-from .model import SkipCNN
-from .ranking import rank
-from .stats import confusion_matrix, majority_baseline, stratified_split, wilson_interval
-from .train import evaluate, fit_resumable, predict, predict_by_route
+from npskip.engine.checks import ConfigError, check_int
+from npskip.engine.model import SkipCNN
+from npskip.engine.train import evaluate, predict, predict_by_route
+from npskip.harness import checkpoint
+from npskip.harness.checkpoint import fit_resumable
+from npskip.harness.config import NOT_RECORDED, config_dict
+from npskip.harness.data import as_float32, load
+from npskip.harness.runfolder import (FolderLock, RunFolderError, check_settings, data_identity,
+                                      read_json, save_arrays, sha256_file, write_json)
+from npskip.paper.ranking import rank
+from npskip.paper.stats import accuracy_record, confusion_matrix, majority_baseline, stratified_split
 
 PAPER = {"cnn1_test_accuracy": 0.98, "cnn2_test_accuracy": 0.62,
          "cnn3_test_accuracy": "close to 1.00", "efficiency": "improved (not measured)"}
-
-
-def _is_real(v):
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def check_fraction(name, value, high_closed=False):
-    """``value`` in (0, 1), or (0, 1] with high_closed; NaN is refused."""
-    ok = _is_real(value) and not math.isnan(value) and 0 < value and (
-        value <= 1 if high_closed else value < 1)
-    if not ok:
-        raise ConfigError(name, value, "a number in (0, 1]" if high_closed
-                          else "a number in (0, 1), both ends excluded")
-    return float(value)
-
-
-def check_widths(name, value, least):
-    """A tuple of at least ``least`` positive ints (maps per conv layer)."""
-    try:
-        widths = tuple(value)
-    except TypeError:
-        widths = None
-    if not widths or len(widths) < least or not all(is_int(w) and w >= 1 for w in widths):
-        need = "at least two positive integers (one layer leaves nothing to skip)" \
-            if least == 2 else f"at least {least} positive integer(s)"
-        raise ConfigError(name, value, need)
-    return tuple(int(w) for w in widths)
-
-
-@dataclass
-class Config:
-    """Everything a run depends on; every field is checked when it is made (ConfigError).
-
-    The seed folder records all of them but ``seeds``, ``labels`` and ``router``
-    (which choose stages whose names carry them) in settings.json."""
-    dataset: str = "mnist"
-    epochs: int = 20
-    batch_size: int = 128
-    widths: tuple = (16, 16, 32)
-    maps: int = 10
-    top: int = 10
-    val_fraction: float = 0.1
-    limit: int = None          # use the first N training images (and N/5 test images)
-    seeds: list = field(default_factory=lambda: [0])
-    timing_repeats: int = 3
-    # Beyond the paper (npskip.extension): how images are routed. "exit": CNN1 with an
-    # exit head after each conv layer but the last, each image leaving at the first
-    # confident one (npskip.exits); "small" (SkipCNN on 2x-pooled images) or "full"
-    # (CNN2's size): a router trained on ``labels`` in front of CNN3-any; "none".
-    labels: str = "behaviour"        # "behaviour" (CNN3-any's own) or "activation" (the paper's)
-    router: str = "exit"
-    exit_epochs: int = 10            # epochs of the exit heads' training (CNN1 frozen)
-    exit_hidden: int = 64            # hidden units of each exit head (0: one dense layer)
-    exit_pool: int = 2               # each exit head averages its maps over pool x pool blocks
-    router_widths: tuple = (8, 16)
-    label_confidence: float = 0.9
-    # The operating point (npskip.selection.choose_operating_point): a threshold is taken
-    # only if the upper confidence bound (one-sided, this confidence) of its accuracy loss
-    # against CNN1, paired on the validation images, is within the tolerance.
-    operating_tolerance: float = 0.002    # the target's 0.2 points: bound plus test noise (selection)
-    operating_confidence: float = 0.95
-    # How CNN3-any is trained: its starting weights ("cnn1": CNN1's trained weights, or
-    # "fresh"), the probability of each route in its random draws (None: uniform), and
-    # distillation from CNN1 (weight 0: plain cross-entropy; losses.distillation_loss).
-    # "cnn1" is the default because it was the only way, of five compared over two
-    # seeds, whose full route beat CNN1 (README, "Training CNN3-any").
-    any_init: str = "cnn1"
-    any_route_weights: tuple = None
-    any_distill_weight: float = 0.0
-    any_temperature: float = 4.0
-
-    def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ConfigError("dataset", self.dataset, f"one of {sorted(DATASETS)}")
-        self.epochs = check_int("epochs", self.epochs, 1)
-        self.batch_size = check_int("batch_size", self.batch_size, 1)
-        self.widths = check_widths("widths", self.widths, 2)
-        self.maps = check_int("maps", self.maps, 1)
-        if min(self.widths) < self.maps:        # ranking reads the first `maps` of every layer
-            raise ConfigError("widths", self.widths, f"at least {self.maps} maps in every layer, "
-                              f"as the ranking reads the first {self.maps} of each (maps, "
-                              f"--maps)")
-        if self.limit is not None:
-            self.limit = check_int("limit", self.limit, 1)
-        # the top images of a map are distinct training images
-        self.top = check_int("top", self.top, 1, self.limit)
-        self.val_fraction = check_fraction("val_fraction", self.val_fraction)
-        try:
-            seeds = list(self.seeds)
-        except TypeError:
-            seeds = [self.seeds]
-        self.seeds = [check_int("seeds", s, 0) for s in seeds]
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError("seeds", seeds, "one or more distinct integers >= 0")
-        self.timing_repeats = check_int("timing_repeats", self.timing_repeats, 1)
-        if self.labels not in ("behaviour", "activation"):
-            raise ConfigError("labels", self.labels, "'behaviour' or 'activation'")
-        if self.router not in ("exit", "small", "full", "none"):
-            raise ConfigError("router", self.router, "'exit', 'small', 'full' or 'none'")
-        self.exit_epochs = check_int("exit_epochs", self.exit_epochs, 1)
-        self.exit_hidden = check_int("exit_hidden", self.exit_hidden, 0)
-        self.exit_pool = check_int("exit_pool", self.exit_pool, 1)
-        self.router_widths = check_widths("router_widths", self.router_widths, 1)
-        self.label_confidence = check_fraction("label_confidence", self.label_confidence,
-                                               high_closed=True)
-        tol = self.operating_tolerance
-        if not _is_real(tol) or not 0 <= tol < 1:          # NaN fails both comparisons
-            raise ConfigError("operating_tolerance", tol, "a number in [0, 1)")
-        self.operating_confidence = check_fraction("operating_confidence",
-                                                   self.operating_confidence)
-        if self.any_init not in ("fresh", "cnn1"):
-            raise ConfigError("any_init", self.any_init, "'fresh' or 'cnn1'")
-        w = self.any_route_weights
-        if w is not None:
-            try:
-                ok = len(w) == len(self.widths) and all(_is_real(p) and p >= 0 for p in w) \
-                    and abs(sum(w) - 1) <= 1e-9
-            except TypeError:
-                ok = False
-            if not ok:
-                raise ConfigError("any_route_weights", w, f"None or {len(self.widths)} "
-                                  f"non-negative probabilities summing to 1")
-            self.any_route_weights = tuple(float(p) for p in w)
-        d = self.any_distill_weight
-        if not _is_real(d) or not 0 <= d <= 1:
-            raise ConfigError("any_distill_weight", d, "a number in [0, 1]")
-        t = self.any_temperature
-        if not _is_real(t) or not 0 < t < math.inf:
-            raise ConfigError("any_temperature", t, "a positive finite number")
-
-
-def write_json(path, obj):
-    """Write JSON atomically (temporary name, then rename). NaN and infinities are
-    refused (ValueError naming the file): they are not JSON."""
-    try:
-        text = json.dumps(obj, indent=2, default=_jsonable, allow_nan=False).encode()
-    except ValueError as e:
-        raise ValueError(f"{path}: refusing to write a NaN or infinity ({e})") from None
-    checkpoint.atomic_write(path, lambda f: f.write(text))
-
-
-def _jsonable(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-able: {type(o).__name__}")
-
-
-def save_arrays(path, **arrays):
-    """Write arrays to an .npz atomically."""
-    checkpoint.atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def accuracy_record(correct, n):
-    """{"test_accuracy", "test_count", "ci95"} for `correct` right out of n."""
-    return {"test_accuracy": correct / n if n else None, "test_count": int(n),
-            "ci95": wilson_interval(int(correct), int(n))}
-
-
-# Settings that do not go into a seed folder's record: which seeds run, and which
-# labelling and router the extension trains (their stage names carry them, so runs
-# with other choices sit side by side in one folder); and the settings of one
-# extension stage each, which that stage records instead (STAGE_SETTINGS): changing
-# one redoes that stage and what is built on it.
-STAGE_SETTINGS = {
-    "cnn3_any": ("any_init", "any_route_weights", "any_distill_weight", "any_temperature"),
-    "curve": ("operating_tolerance", "operating_confidence"),
-    "exits": ("exit_epochs", "exit_hidden", "exit_pool"),
-}
-NOT_RECORDED = ("seeds", "labels", "router") + sum(STAGE_SETTINGS.values(), ())
 
 
 def folder_record(config, seed, data):
@@ -363,7 +189,7 @@ class SeedRun:
             correct = int(round(acc * len(self.y_te)))
             return {**accuracy_record(correct, len(self.y_te)), "test_loss": loss,
                     "train_count": len(self.y_tr), "val_count": len(self.y_val),
-                    "history": hist, "flops_per_image": model.flops()["total"]}
+                    "history": hist, "multiply_adds_per_image": model.multiply_adds()["total"]}
         return self.stage("cnn1", go, outputs=["cnn1.npz"])
 
     def run_ranking(self):
@@ -412,7 +238,7 @@ class SeedRun:
                     "confusion_matrix": confusion_matrix(routes[te], pred, depth).tolist(),
                     "split_counts": {name: np.bincount(routes[s], minlength=depth).tolist()
                                      for name, s in (("train", tr), ("val", val), ("test", te))},
-                    "history": hist, "flops_per_image": model.flops()["total"]}
+                    "history": hist, "multiply_adds_per_image": model.multiply_adds()["total"]}
         return self.stage("cnn2", go, inputs=["ranking.npz"], outputs=["cnn2.npz"])
 
     def run_cnn3_paper(self):
@@ -458,8 +284,8 @@ class SeedRun:
             correct = int(np.count_nonzero(pred == self.y_te))
             return {**accuracy_record(correct, len(r_te)),
                     "route_counts": np.bincount(r_te, minlength=model.depth).tolist(),
-                    "flops_fraction": float(model.flops_per_image(r_te).mean()
-                                            / model.flops()["total"]),
+                    "multiply_add_fraction": float(model.multiply_adds_per_image(r_te).mean()
+                                            / model.multiply_adds()["total"]),
                     "history": hist}
         return self.stage("cnn3_deploy", go, inputs=["routes.npz"],
                           outputs=["cnn3_deploy.npz"])
@@ -475,7 +301,7 @@ class SeedRun:
             # right[r, i]: is CNN3-deploy right on test image i when it takes route r?
             right = np.stack([predict(model, self.x_te, np.full(n, r)).argmax(axis=1) == self.y_te
                               for r in range(depth)])
-            full = model.flops()["total"]
+            full = model.multiply_adds()["total"]
             rng = np.random.default_rng(self.seed)
             anyright = right.any(axis=0)
             oracle = np.where(anyright, right.argmax(axis=0), depth - 1)   # cheapest right route
@@ -484,11 +310,11 @@ class SeedRun:
             routings.update({f"all_route_{r}": np.full(n, r) for r in range(depth)})
             cnn1 = self.run_cnn1()           # loaded: CNN1 is the first control
             out = {"cnn1": {**accuracy_record(int(round(cnn1["test_accuracy"] * n)), n),
-                            "flops_fraction": 1.0}}
+                            "multiply_add_fraction": 1.0}}
             for name, routes in routings.items():
                 correct = int(np.count_nonzero(right[routes, np.arange(n)]))
                 out[name] = {**accuracy_record(correct, n),
-                             "flops_fraction": float(model.flops_per_image(routes).mean() / full),
+                             "multiply_add_fraction": float(model.multiply_adds_per_image(routes).mean() / full),
                              "route_counts": np.bincount(routes, minlength=depth).tolist()}
             out["oracle"]["note"] = ("cheapest route on which CNN3-deploy is right; images wrong "
                                      "on every route count as wrong on the full route")
@@ -502,19 +328,19 @@ class SeedRun:
         def go():
             cnn1, router, cnn3 = self.model("cnn1"), self.model("cnn2"), self.model("cnn3_deploy")
             _, _, r_te = self.cnn2_routes()
-            full = cnn1.flops()["total"]
-            per_image = cnn3.flops_per_image(r_te)
-            with_router = per_image + router.flops()["total"]
+            full = cnn1.multiply_adds()["total"]
+            per_image = cnn3.multiply_adds_per_image(r_te)
+            with_router = per_image + router.multiply_adds()["total"]
             t_cnn1, t_routed = time_routed_inference(cnn1, router, cnn3, self.x_te,
                                                      self.config.timing_repeats)
             return {
                 "route_counts": np.bincount(r_te, minlength=cnn3.depth).tolist(),
-                "cnn1_flops_per_image": full,
-                "router_flops_per_image": router.flops()["total"],
-                "flops_per_image_without_router": {"mean": per_image.mean(), "std": per_image.std()},
-                "flops_per_image_with_router": {"mean": with_router.mean(), "std": with_router.std()},
-                "flops_fraction_without_router": per_image.mean() / full,
-                "flops_fraction_with_router": with_router.mean() / full,
+                "cnn1_multiply_adds_per_image": full,
+                "router_multiply_adds_per_image": router.multiply_adds()["total"],
+                "multiply_adds_per_image_without_router": {"mean": per_image.mean(), "std": per_image.std()},
+                "multiply_adds_per_image_with_router": {"mean": with_router.mean(), "std": with_router.std()},
+                "multiply_add_fraction_without_router": per_image.mean() / full,
+                "multiply_add_fraction_with_router": with_router.mean() / full,
                 "wall_seconds_cnn1": t_cnn1, "wall_seconds_router_plus_cnn3": t_routed,
                 "wall_fraction": float(np.median(t_routed) / np.median(t_cnn1)),
                 "timed_images": len(r_te), "timing_repeats": self.config.timing_repeats,
@@ -568,12 +394,3 @@ def load_data(config, seed, data_dir=None, mirror=None):
         x_val, y_val, x_te, y_te = x_val[:small], y_val[:small], x_te[:small], y_te[:small]
     return (as_float32(x_tr), y_tr, as_float32(x_val), y_val, as_float32(x_te), y_te,
             ds.input_shape, ds.num_classes)
-
-
-def config_dict(config):
-    d = asdict(config)
-    d["widths"] = list(config.widths)
-    d["router_widths"] = list(config.router_widths)
-    if config.any_route_weights is not None:
-        d["any_route_weights"] = list(config.any_route_weights)
-    return d

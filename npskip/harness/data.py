@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import (DataError, WriteError, default_data_dir, fetch_file, mirror_base,
+from npskip.harness.download import (DataError, WriteError, default_data_dir, fetch_file, mirror_base,
                        safe_extract)
 
 MNIST_URLS = [

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DATASETS
+from npskip.harness.checkpoint import atomic_write
+from npskip.harness.data import DATASETS
 
 SETTINGS = "settings.json"
 LOCK = ".lock"
@@ -114,7 +115,6 @@ def check_settings(folder, record, fresh=False):
                              f"{', ...' if len(leftovers) > 4 else ''}) but no {SETTINGS} saying "
                              f"what settings made them (an older npskip, or copied in). "
                              + FRESH_ADVICE)
-    from .pipeline import write_json          # here: pipeline imports this module
     write_json(path, record)
 
 
@@ -170,3 +170,28 @@ class FolderLock:
             os.close(self._fd)                 # closing the file releases the lock
             self._fd = None
         return False
+
+
+def write_json(path, obj):
+    """Write JSON atomically (temporary name, then rename). NaN and infinities are
+    refused (ValueError naming the file): they are not JSON."""
+    try:
+        text = json.dumps(obj, indent=2, default=_jsonable, allow_nan=False).encode()
+    except ValueError as e:
+        raise ValueError(f"{path}: refusing to write a NaN or infinity ({e})") from None
+    atomic_write(path, lambda f: f.write(text))
+
+
+def _jsonable(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-able: {type(o).__name__}")
+
+
+def save_arrays(path, **arrays):
+    """Write arrays to an .npz atomically."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))

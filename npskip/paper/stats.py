@@ -26,6 +26,12 @@ def wilson_interval(correct, n, z=1.96):
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def accuracy_record(correct, n):
+    """{"test_accuracy", "test_count", "ci95"} for `correct` right out of n."""
+    return {"test_accuracy": correct / n if n else None, "test_count": int(n),
+            "ci95": wilson_interval(int(correct), int(n))}
+
+
 def confusion_matrix(y_true, y_pred, num_classes):
     """(num_classes, num_classes) counts: row = true label, column = prediction."""
     m = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -1,58 +1,17 @@
-"""im2col and col2im: the loops that turn a convolution into one matrix product.
+"""The numba kernels: the fast twins of ``reference.py``, which reads like the math.
 
-A 2-D convolution over NHWC images is a matrix product once every receptive
-field is copied out as a row ("image to columns"):
-
-    x: (N, H, W, C)  --im2col-->  cols: (N*Ho*Wo, kh*kw*C)
-    out = cols @ W.reshape(kh*kw*C, C_out)          # (N*Ho*Wo, C_out)
-
-Row ``(n*Ho + oy)*Wo + ox`` holds the window whose top-left input pixel is
-``(oy*stride - pad_top, ox*stride - pad_left)``; its columns run over the
-kernel offset (i, j) and then the channel, matching ``W``'s (kh, kw, C_in)
-axes. Pixels of the window that fall in the padding are zero.
-
-col2im is the adjoint: it adds every row of ``dcols`` back onto the pixels it
-was copied from. Because windows overlap, a pixel receives several rows, which
-is why col2im accumulates with ``+=``.
-
-Each numba kernel has a plain-Python twin (``*_naive``) that reads like the
-definition; the tests check that the two agree. Set ``NUMBA_DISABLE_JIT=1``
-to step through the numba kernels themselves in a debugger.
+Read ``reference.py`` first. The kernels here compute the same convolution,
+image by image and shared between numba's threads, each thread calling BLAS
+for its products (so BLAS must run on one thread: ``one_blas_thread``). The
+tests check every kernel against its twin. Set ``NUMBA_DISABLE_JIT=1`` to step
+through the kernels as plain Python in a debugger.
 """
 
 import importlib
-import math
 
 import numba
 import numpy as np
 from numba import njit, prange
-
-
-def conv_output_shape(h, w, kh, kw, stride, padding):
-    """Output size and leading padding of a convolution.
-
-    padding="valid": Ho = floor((H - kh) / stride) + 1, no padding.
-    padding="same":  Ho = ceil(H / stride); the total padding
-        max((Ho - 1)*stride + kh - H, 0) is split with the smaller half on top
-        (and on the left), as TensorFlow/Keras do.
-
-    Returns (Ho, Wo, pad_top, pad_left).
-    """
-    if padding == "valid":
-        ho = (h - kh) // stride + 1
-        wo = (w - kw) // stride + 1
-        if ho < 1 or wo < 1:
-            raise ValueError(
-                f"input {h}x{w} is smaller than the {kh}x{kw} kernel with padding='valid'"
-            )
-        return ho, wo, 0, 0
-    if padding == "same":
-        ho = math.ceil(h / stride)
-        wo = math.ceil(w / stride)
-        pad_h = max((ho - 1) * stride + kh - h, 0)
-        pad_w = max((wo - 1) * stride + kw - w, 0)
-        return ho, wo, pad_h // 2, pad_w // 2
-    raise ValueError(f"padding: expected 'same' or 'valid', received {padding!r}")
 
 
 # --------------------------------------------------------------------------
@@ -406,158 +365,7 @@ one_blas_thread = _OneBlasThread()
 
 
 # --------------------------------------------------------------------------
-# naive twins (the reference: slow, obviously right)
-# --------------------------------------------------------------------------
-
-def im2col_naive(x, kh, kw, stride, padding):
-    """Reference im2col with explicit zero padding. Returns (cols, Ho, Wo)."""
-    n, h, w, c = x.shape
-    ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
-    pb = max((ho - 1) * stride + kh - h - pt, 0)
-    pr = max((wo - 1) * stride + kw - w - pl, 0)
-    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    cols = np.empty((n * ho * wo, kh * kw * c), dtype=x.dtype)
-    for b in range(n):
-        for oy in range(ho):
-            for ox in range(wo):
-                window = xp[b, oy * stride:oy * stride + kh, ox * stride:ox * stride + kw, :]
-                cols[(b * ho + oy) * wo + ox] = window.reshape(-1)
-    return cols, ho, wo
-
-
-def col2im_naive(dcols, x_shape, kh, kw, stride, padding):
-    """Reference col2im: scatter-add each row into a padded image, then crop."""
-    n, h, w, c = x_shape
-    ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
-    hp = max((ho - 1) * stride + kh, h + pt)
-    wp = max((wo - 1) * stride + kw, w + pl)
-    dxp = np.zeros((n, hp, wp, c), dtype=dcols.dtype)
-    for b in range(n):
-        for oy in range(ho):
-            for ox in range(wo):
-                row = dcols[(b * ho + oy) * wo + ox].reshape(kh, kw, c)
-                dxp[b, oy * stride:oy * stride + kh, ox * stride:ox * stride + kw, :] += row
-    return dxp[:, pt:pt + h, pl:pl + w, :].copy()
-
-
-def conv2d_naive(x, W, b, stride=1, padding="same"):
-    """Reference convolution by the definition, one output value at a time.
-
-    x: (N, H, W, C_in); W: (kh, kw, C_in, C_out); b: (C_out,)
-    Returns (N, Ho, Wo, C_out).  (Like every deep-learning "convolution" this
-    is a cross-correlation: the kernel is not flipped.)
-    """
-    n, h, w, _ = x.shape
-    kh, kw, _, c_out = W.shape
-    ho, wo, pt, pl = conv_output_shape(h, w, kh, kw, stride, padding)
-    out = np.zeros((n, ho, wo, c_out), dtype=np.result_type(x, W))
-    for bi in range(n):
-        for oy in range(ho):
-            for ox in range(wo):
-                for i in range(kh):
-                    for j in range(kw):
-                        iy = oy * stride - pt + i
-                        ix = ox * stride - pl + j
-                        if 0 <= iy < h and 0 <= ix < w:
-                            out[bi, oy, ox, :] += x[bi, iy, ix, :] @ W[i, j]
-    return out + b
-
-
-def conv2d_backward_naive(x, W, b, dout, stride=1, padding="same", activation=None):
-    """Reference backward pass of a convolution (and its fused ReLU), as plain matrix products.
-
-    The place to read first: ``conv_backward`` computes the same, image by image
-    and shared between threads. Forward, with K = kh*kw*C_in and P = N*Ho*Wo:
-
-        cols = im2col(x)                    (P, K)       one row per output pixel
-        z    = cols @ W_mat + b             (P, C_out)   W_mat = W.reshape(K, C_out)
-        out  = max(z, 0) if activation == "relu" else z
-
-    Backward, one step per line of the forward, last line first (dout is dL/dout,
-    (N, Ho, Wo, C_out), read as P rows of C_out):
-
-        g      = dout * [z > 0]  (ReLU),  else dout     (P, C_out)   max(z, 0) has slope 1 or 0
-        db     = g summed over the P rows               (C_out,)     b is added to every row
-        dW_mat = cols.T @ g                             (K, C_out)   reshaped to W's shape: dW
-        dcols  = g @ W_mat.T                            (P, K)
-        dx     = col2im(dcols)                          (N, H, W, C_in)
-
-    The two products come from z[p, c] = sum_k cols[p, k] * W_mat[k, c] and the
-    chain rule, dL/dv = sum over every z[p, c] of g[p, c] * dz[p, c]/dv:
-    W_mat[k, c] enters only column c of z, with dz[p, c]/dW_mat[k, c] = cols[p, k],
-    so dL/dW_mat[k, c] = sum_p cols[p, k] * g[p, c]; cols[p, k] enters only row p,
-    with dz[p, c]/dcols[p, k] = W_mat[k, c], so dL/dcols[p, k] = sum_c g[p, c] * W_mat[k, c].
-
-    im2col copies a pixel into every row whose window covers it, so the pixel's
-    gradient is the sum of the entries of dcols it was copied to: that sum is
-    col2im (the adjoint of im2col). The derivative of ReLU at exactly 0 is
-    taken as 0, as in the fast kernel.
-
-    x: (N, H, W, C_in); W: (kh, kw, C_in, C_out); b: (C_out,);
-    dout: (N, Ho, Wo, C_out); activation: None or "relu".
-    Returns (dx (N, H, W, C_in), dW (kh, kw, C_in, C_out), db (C_out,)).
-    """
-    if activation not in (None, "relu"):
-        raise ValueError(f"activation: expected None or 'relu', received {activation!r}")
-    kh, kw, c_in, c_out = W.shape
-    cols, ho, wo = im2col_naive(x, kh, kw, stride, padding)
-    if dout.shape != (x.shape[0], ho, wo, c_out):
-        raise ValueError(f"dout: expected shape {(x.shape[0], ho, wo, c_out)}, "
-                         f"received {dout.shape}")
-    w_mat = W.reshape(kh * kw * c_in, c_out)
-    g = dout.reshape(-1, c_out)
-    if activation == "relu":
-        z = cols @ w_mat + b                      # recomputed: ReLU's mask needs it
-        g = np.where(z > 0, g, 0.0)
-    db = g.sum(axis=0)
-    dw = (cols.T @ g).reshape(W.shape)
-    dx = col2im_naive(g @ w_mat.T, x.shape, kh, kw, stride, padding)
-    return dx, dw, db
-
-
-def routed_dense_naive(feats, W, b, dlogits):
-    """Reference for SkipCNN's dense layer on a route that ends at a narrower layer.
-
-    The m samples of one route reach the dense layer with c channels; the dense
-    layer expects C_max. The definition pads the missing channels with zeros
-    (ResNet's "option A") and multiplies; this twin builds that padding, which
-    SkipCNN never does (it uses only the rows of W that the c real channels
-    meet: W viewed as (H*W, C_max, classes), the slice [:, :c]). The two agree
-    because a zero input contributes nothing to the logits, and the weights it
-    meets get gradient dW[i, :] = sum_n padded[n, i] * dlogits[n, :] = 0:
-
-        padded  = feats zero-padded to C_max channels, flattened   (m, H*W*C_max)
-        logits  = padded @ W + b                                   (m, classes)
-        dW      = padded.T @ dlogits   (rows of padding channels: exactly 0)
-        db      = dlogits summed over the m rows                   (classes,)
-        dfeats  = (dlogits @ W.T) reshaped to (m, H, W, C_max),
-                  padding channels dropped (not an input)          (m, H, W, c)
-
-    These are Dense's three lines (dW = x.T @ dout, db = sum of dout, dx =
-    dout @ W.T) with x = padded. Over a batch with several routes, SkipCNN adds
-    each route's dW and db into the one dense layer's gradients.
-
-    feats: (m, H, W, c) with c <= C_max; W: (H*W*C_max, classes); b: (classes,);
-    dlogits: (m, classes).
-    Returns (logits (m, classes), dfeats (m, H, W, c), dW like W, db like b).
-    """
-    m, h, w, c = feats.shape
-    if W.shape[0] % (h * w) or W.shape[0] // (h * w) < c:
-        raise ValueError(f"W: expected H*W*C_max rows with C_max >= {c} for {h}x{w} features, "
-                         f"received {W.shape}")
-    c_max = W.shape[0] // (h * w)
-    padded = np.zeros((m, h, w, c_max), dtype=np.result_type(feats, W))
-    padded[..., :c] = feats
-    flat = padded.reshape(m, -1)
-    logits = flat @ W + b
-    dw = flat.T @ dlogits
-    db = dlogits.sum(axis=0)
-    dfeats = (dlogits @ W.T).reshape(m, h, w, c_max)[..., :c]
-    return logits, dfeats, dw, db
-
-
-# --------------------------------------------------------------------------
-# average pooling (the small router's input)
+# average pooling (an exit head's input)
 # --------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
@@ -566,9 +374,8 @@ def avg_pool(x, factor, out):
 
     x: (N, H, W, C) with H and W multiples of factor; out: (N, H/f, W/f, C).
     Why: NumPy's ``reshape(...).mean(axis=(2, 4))`` walks a 6-d strided view and
-    took about 30 ms for 2048 MNIST images on the build machine, as long as the
-    small router's convolutions; one pass over x, images shared between threads,
-    takes about 1 ms. Sums block rows in order, then divides by f*f.
+    took about 30 ms for 2048 MNIST images, one pass over x with images shared
+    between threads about 1 ms. Sums block rows in order, then divides by f*f.
     """
     n, ho, wo, c = out.shape
     scale = 1.0 / (factor * factor)
@@ -582,12 +389,6 @@ def avg_pool(x, factor, out):
                             if u or v:
                                 total += x[b, i * factor + u, j * factor + v, ch]
                     out[b, i, j, ch] = total * scale
-
-
-def avg_pool_naive(x, factor):
-    """Reference average pooling: a (N, H/f, f, W/f, f, C) view, averaged over the f axes."""
-    n, h, w, c = x.shape
-    return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
 # --------------------------------------------------------------------------
@@ -606,7 +407,3 @@ def relu_backward(out, dout):
         dx[i] = dout[i] if out[i] > 0 else 0.0
     return dx
 
-
-def relu_backward_naive(out, dout):
-    """Reference: the derivative of max(x, 0) is 1 where the output is positive, else 0."""
-    return np.where(out > 0, dout, 0).astype(dout.dtype)

@@ -17,8 +17,8 @@ have the same dtype as the parameters.
 
 import numpy as np
 
-from . import kernels
-from .checks import check_array
+from npskip.engine import kernels, reference
+from npskip.engine.checks import check_array
 
 
 def glorot_uniform(shape, fan_in, fan_out, rng, dtype):
@@ -71,7 +71,7 @@ class Conv2D(Layer):
         g = dout                               (P, C_out; with ReLU: dout where out > 0, else 0)
         dW_mat = cols.T @ g,   db = sum of g over pixels,
         dcols = g @ W_mat.T,   dx = col2im(dcols).
-    Read ``npskip.kernels.conv2d_naive`` and ``conv2d_backward_naive`` first:
+    Read ``npskip.reference.conv2d`` and ``conv2d_backward_naive`` first:
     they are exactly these lines in plain NumPy, with the derivation, and the
     tests check this layer against them.
     The kernels (npskip.kernels.conv_forward / conv_backward) do this one image
@@ -109,12 +109,12 @@ class Conv2D(Layer):
 
     def output_shape(self, h, w):
         """(Ho, Wo, C_out) for an (h, w) input."""
-        ho, wo, _, _ = kernels.conv_output_shape(h, w, *self.kernel_size, self.stride,
+        ho, wo, _, _ = reference.conv_output_shape(h, w, *self.kernel_size, self.stride,
                                                  self.padding)
         return ho, wo, self.out_channels
 
     def _geometry(self, x_shape):
-        ho, wo, pt, pl = kernels.conv_output_shape(x_shape[1], x_shape[2], *self.kernel_size,
+        ho, wo, pt, pl = reference.conv_output_shape(x_shape[1], x_shape[2], *self.kernel_size,
                                                    self.stride, self.padding)
         kh, kw = self.kernel_size
         return ho, wo, pt, pl, kh * kw * self.in_channels
@@ -257,7 +257,7 @@ class Dense(Layer):
     (in_features, out_features); db = dout summed over the N rows (out_features,); and
     dx[n, i] = sum_j dout[n, j] W[i, j], i.e. dx = dout @ W.T (N, in_features).
     SkipCNN's dense layer is this one; a route that ends at a narrower layer uses only
-    some of its rows (``kernels.routed_dense_naive`` spells out which, and why).
+    some of its rows (``reference.routed_dense`` spells out which, and why).
     """
 
     def __init__(self, in_features, out_features, rng=0, dtype=np.float32):

@@ -1,67 +1,40 @@
-"""Beyond the paper: CNN1 decides its own route, with early exits.
+"""Beyond the paper: CNN1 decides on the way through where each image leaves (early exits).
 
-The paper routes an image before it enters the network (CNN2 guesses a route
-from the pixels). Here the network routes itself on the way through. CNN1 is
-kept exactly as trained, and a small "exit head" is added after every conv layer
-but the last, reading that layer's ReLU output: it averages the maps over 2x2
-blocks, then runs a dense layer of 64 units, ReLU, and a dense layer to the classes.
+The paper routes an image before it enters the network (CNN2 guesses a route from
+the pixels). Here CNN1 is kept exactly as trained, and an "exit head" is added after
+every conv layer but the last. Exits are counted like the conv layers: exit k reads
+conv layer k's ReLU output (averaged over 2x2 blocks, then a 64-unit hidden layer,
+ReLU and a dense layer to the classes); the last exit is CNN1's own dense layer.
 
-    conv1 -> head 0 -> confident? stop : conv2 -> head 1 -> confident? stop : conv3 -> dense
+    conv1 -> exit 1 -> sure? leave : conv2 -> exit 2 -> sure? leave : conv3 -> dense (exit 3)
 
-An image stops at the first head whose top softmax probability reaches the
+An image leaves at the first exit whose top softmax probability reaches the
 threshold t, and never enters the conv layers after it (literal skipping, as in
-CNN3). t >= 1 means no early exit: every image runs CNN1 itself. Three things
-follow from this design, and are why it is the extension's default:
+CNN3). t >= 1 means no early exit: every image runs CNN1 itself. Why this design:
 
-* The last route *is* CNN1, so the cascade can lose accuracy against CNN1 only on
-  images that leave early with a head wrong where CNN1 is right (it can also gain,
-  where a head is right and CNN1 wrong), and a confident head agrees with CNN1 on
-  nearly all of them.
-  Judged image by image against CNN1 on the validation split (npskip.selection),
-  the routed network and CNN1 then disagree on few images, and 6,000 images can
-  show that a threshold's loss, with room for the test set's own noise, stays within
-  0.2 points.
-* There is no router to run: the decision costs one head per exit passed,
-  under 4% of CNN1's multiply-adds on MNIST, and no second network.
-* Training is cheap: CNN1's weights are frozen, so only the heads learn (each a
-  small classifier on a fixed feature map). CNN1's conv layers run once over the
-  training images, and the heads' pooled inputs are kept for every epoch.
+* the last exit *is* CNN1, so the cascade differs from CNN1 only on images that
+  leave early, and a sure head agrees with CNN1 on nearly all of them: judged image
+  by image on the validation split (npskip.exits.selection) the two disagree on few
+  images, so a threshold's loss can be bounded tightly;
+* there is no router to run: deciding costs one head per exit passed, counted in
+  the multiply-adds;
+* training is cheap: CNN1 is frozen, so only the heads learn, on pooled maps
+  computed once.
 
-Measured on seed 0 of MNIST and of Fashion-MNIST (the run folders of ``npskip
-reproduce``, 10 epochs for the heads), the rule of npskip.selection choosing:
-
-    heads                                MNIST: exit 0 alone, rule's choice   Fashion-MNIST
-    one dense layer on the full maps     96.9%, t = 0.9995 at 0.38 MACs      -
-    32 hidden units, full maps           96.8%, t = 0.995 at 0.23 MACs       88.2%, t = 0.99 at 0.58
-    64 hidden units, 2x2-averaged maps   98.1%, t = 0.95 at 0.10 MACs        88.7%, t = 0.8 at 0.22
-
-(MACs: multiply-adds against CNN1's, heads included.) The hidden layer let the
-heads' confidence tell right from wrong better; averaging 2x2 blocks gave the dense
-layer a quarter of the inputs, and the heads were both more accurate and surer where
-they were right. With 4x4 blocks the heads were weaker again (Fashion-MNIST seed 0,
-trial runs of both: exit 1 alone 88.2% against 89.6% with 2x2). Training the heads on
-CNN1's own soft outputs instead of the labels (distillation, a trial run on
-Fashion-MNIST seed 0, 32 hidden units) changed nothing that mattered: the rule chose
-the same t = 0.99 at 0.59 of the multiply-adds.
-
-Numbering: head k reads conv layer k+1 (head 0 reads conv1). Exit r costs conv
-layers 1..r+1 and heads 0..r, the last exit's "head" being CNN1's own dense layer:
-see ``ExitCNN.flops``. On MNIST a head holds 201,418 parameters (0.78 of CNN1's
-258,010) and costs 213,888 multiply-adds (0.037 of CNN1's), the averaging's 12,544
-additions included.
+docs/early-exits.md has the measurements behind the heads' shape.
 """
 
 import time
 
 import numpy as np
 
-from . import kernels
-from .checks import check_array, check_finite
-from .layers import Dense, ReLU
-from .losses import softmax, softmax_cross_entropy
-from .model import _ONE_PASS_AT_A_TIME
-from .optim import RMSprop
-from .train import predict
+from npskip.engine import kernels
+from npskip.engine.checks import check_array, check_finite
+from npskip.engine.layers import Dense, ReLU
+from npskip.engine.losses import softmax, softmax_cross_entropy
+from npskip.engine.model import _ONE_PASS_AT_A_TIME
+from npskip.engine.optim import RMSprop
+from npskip.engine.train import predict
 
 # Thresholds swept by the curve: the interesting ones are near 1, where an image
 # leaves early only when its head is all but certain.
@@ -76,7 +49,7 @@ class ExitHead:
     maps_shape: (H, W, C) of the conv layer it reads, H and W multiples of pool;
     in_features = (H/pool) * (W/pool) * C (pool 1: no pooling, H*W*C).
     Why pool: the dense layer on a 2x2-averaged map has a quarter of the weights and
-    multiply-adds, and it classified better (measured: see the module docstring).
+    multiply-adds, and it classified better (docs/early-exits.md).
     """
 
     def __init__(self, maps_shape, classes, hidden=0, pool=1, rng=0, dtype=np.float32):
@@ -122,7 +95,7 @@ class ExitHead:
         for layer in self.layers:
             layer.cache = None
 
-    def flops(self):
+    def multiply_adds(self):
         """Multiply-adds per image: in*out of each dense layer, and with pooling one
         addition per map value (H*W*C), counted as a multiply-add."""
         pooling = int(np.prod(self.maps_shape)) if self.pool > 1 else 0
@@ -137,7 +110,7 @@ class ExitCNN:
     is one dense layer; 64 is the pipeline's default, Config.exit_hidden); pool: each
     head averages its maps over pool x pool blocks first (1: none; 2 is the default,
     Config.exit_pool); seed: seeds the heads' Glorot-uniform weights.
-    head k reads conv layer k+1's ReLU output (N, H, W, widths[k]).
+    heads[k - 1] is exit k: it reads conv layer k's ReLU output (N, H, W, widths[k - 1]).
     """
 
     def __init__(self, cnn1, hidden=64, pool=2, seed=0):
@@ -160,9 +133,9 @@ class ExitCNN:
 
     # -- saving: the heads' weights as plain arrays (CNN1 has its own file) ----------
     def arrays(self):
-        """{"head0.dense0.W": ..., "head0.dense0.b": ..., ...}: every head's parameters."""
-        return {f"head{k}.dense{j}.{name}": value
-                for k, head in enumerate(self.heads) for j, d in enumerate(head.dense)
+        """{"exit1.dense1.W": ..., "exit1.dense1.b": ..., ...}: every head's parameters."""
+        return {f"exit{k}.dense{j}.{name}": value
+                for k, head in enumerate(self.heads, 1) for j, d in enumerate(head.dense, 1)
                 for name, value in d.params.items()}
 
     def load_arrays(self, arrays, source="exit heads"):
@@ -180,40 +153,42 @@ class ExitCNN:
         return self
 
     # -- multiply-adds ----------------------------------------------------------------
-    def flops(self, route):
-        """Multiply-adds of an image that leaves at exit ``route``: conv layers 1..route+1,
-        and heads 0..route (the last route's head is CNN1's dense layer)."""
-        route = int(route)
-        if not 0 <= route < self.depth:
-            raise ValueError(f"route: expected 0..{self.depth - 1}, received {route}")
-        convs = self.cnn1.flops()
-        heads = [head.flops() for head in self.heads] + [convs["dense"]]
-        return sum(convs[f"conv{k + 1}"] + heads[k] for k in range(route + 1))
+    def multiply_adds(self, exit):
+        """Multiply-adds of an image that leaves at ``exit`` (1..depth): conv layers
+        1..exit and exits 1..exit (the last exit's head is CNN1's dense layer)."""
+        exit = int(exit)
+        if not 1 <= exit <= self.depth:
+            raise ValueError(f"exit: expected 1..{self.depth}, received {exit}")
+        convs = self.cnn1.multiply_adds()
+        heads = [head.multiply_adds() for head in self.heads] + [convs["dense"]]
+        return sum(convs[f"conv{k}"] + heads[k - 1] for k in range(1, exit + 1))
 
-    def flops_per_image(self, routes, threshold=0.0):
-        """(N,) exits taken -> (N,) multiply-adds, float64. At threshold >= 1 no head
-        runs (the path is CNN1 itself), so every image costs exactly CNN1's."""
-        routes = np.asarray(routes)
-        if routes.ndim != 1 or (routes.size and (routes.min() < 0 or routes.max() >= self.depth)):
-            raise ValueError(f"routes: expected a 1-d array of values in 0..{self.depth - 1}")
+    def multiply_adds_per_image(self, exits, threshold=0.0):
+        """(N,) exits taken (1..depth) -> (N,) multiply-adds, float64. At threshold >= 1
+        no head runs (the path is CNN1 itself), so every image costs exactly CNN1's."""
+        exits = np.asarray(exits)
+        if exits.ndim != 1 or (exits.size and (exits.min() < 1 or exits.max() > self.depth)):
+            raise ValueError(f"exits: expected a 1-d array of values in 1..{self.depth}")
         if threshold >= 1:
-            return np.full(len(routes), float(self.cnn1.flops()["total"]))
-        return np.array([self.flops(r) for r in range(self.depth)])[routes.astype(np.int64)]
+            return np.full(len(exits), float(self.cnn1.multiply_adds()["total"]))
+        per_exit = np.array([self.multiply_adds(k) for k in range(1, self.depth + 1)])
+        return per_exit[exits.astype(np.int64) - 1]
 
     # -- every exit on every image (training and the curve's evidence) ----------------
     def features(self, x):
-        """The maps the heads read: [(N, H, W, widths[k]) for k < depth-1], by running CNN1
-        up to conv layer depth-1 (its route depth-2; conv layer depth is not entered)."""
+        """The maps the heads read, conv layers 1..depth-1: [(N, H, W, widths[k - 1])],
+        by running CNN1 on route depth-2 (the last conv layer is not entered)."""
         self.cnn1.forward(x, np.full(len(x), self.depth - 2))
         return list(self.cnn1.activations)
 
-    def route_logits(self, x, batch_size=256):
-        """Every exit's logits for every image: (depth, N, classes), the last being CNN1's."""
+    def exit_logits(self, x, batch_size=256):
+        """Every exit's logits for every image: (depth, N, classes); row k - 1 is exit k's,
+        the last row CNN1's own."""
         check_array(x, "images", ndim=4, dtype=self.cnn1.dtype)
         out = np.empty((self.depth, len(x), self.num_classes), dtype=self.cnn1.dtype)
         for s in range(0, len(x), batch_size):
             xb = x[s:s + batch_size]
-            out[-1, s:s + len(xb)] = self.cnn1.forward(xb)       # the full route: CNN1
+            out[-1, s:s + len(xb)] = self.cnn1.forward(xb)       # the last exit: CNN1
             for k, head in enumerate(self.heads):
                 # cnn1.activations holds every conv layer's output of the pass just made
                 out[k, s:s + len(xb)] = head.forward(self.cnn1.activations[k])
@@ -247,18 +222,18 @@ class ExitCNN:
 
     # -- the literal cascade (what is deployed, and timed) ----------------------------
     def predict(self, x, threshold, batch_size=256):
-        """Logits (N, classes) and exits (N,) with every image leaving at the first head
-        whose top probability reaches ``threshold`` (>= 1: none leaves early).
+        """Logits (N, classes) and exits taken (N,) in 1..depth, every image leaving at
+        the first exit whose top probability reaches ``threshold`` (>= 1: none early).
 
         Each batch runs conv layer k only on the images still in it. The logits are
-        those of the exit taken, so they equal route_logits(x)[exit_routes(...), i].
+        those of the exit taken: exit_logits(x)[exits_taken(...) - 1, i].
         At threshold >= 1 the heads are not run at all: this is CNN1's own prediction.
         """
         check_array(x, "images", ndim=4, dtype=self.cnn1.dtype)
         check_finite(x, "images")
-        routes = np.full(len(x), self.depth - 1, dtype=np.int64)
+        exits = np.full(len(x), self.depth, dtype=np.int64)
         if check_threshold(threshold) >= 1:               # no early exit: CNN1 itself
-            return predict(self.cnn1, x, batch_size=batch_size), routes
+            return predict(self.cnn1, x, batch_size=batch_size), exits
         logits = np.empty((len(x), self.num_classes), dtype=self.cnn1.dtype)
         convs = self.cnn1.convs
         with _ONE_PASS_AT_A_TIME, kernels.one_blas_thread:
@@ -275,11 +250,11 @@ class ExitCNN:
                     self.heads[k].forget()
                     leave = exits_here(z, threshold)
                     logits[alive[leave]] = z[leave]
-                    routes[alive[leave]] = k
+                    exits[alive[leave]] = k + 1            # conv layer k + 1 just ran
                     alive, h = alive[~leave], h[~leave]
                     if len(alive) == 0:
                         break
-        return logits, routes
+        return logits, exits
 
 
 def check_threshold(threshold):
@@ -297,23 +272,23 @@ def exits_here(logits, threshold):
     return softmax(logits).max(axis=1) >= threshold
 
 
-def exit_routes(route_logits, threshold):
-    """The exit each image takes: the first head (0..depth-2) whose top probability
-    reaches ``threshold``, else the last route (CNN1). route_logits: (depth, N, K).
-    threshold >= 1: every image takes the last route. Returns (N,) int64."""
-    route_logits = np.asarray(route_logits)
-    if route_logits.ndim != 3:
-        raise ValueError(f"route_logits: expected (depth, N, classes), received shape "
-                         f"{route_logits.shape}")
+def exits_taken(exit_logits, threshold):
+    """The exit each image takes (N,) int64 in 1..depth: the first exit whose top
+    probability reaches ``threshold``, else the last (CNN1). exit_logits: (depth, N, K),
+    as ExitCNN.exit_logits gives. threshold >= 1: every image takes the last exit."""
+    exit_logits = np.asarray(exit_logits)
+    if exit_logits.ndim != 3:
+        raise ValueError(f"exit_logits: expected (depth, N, classes), received shape "
+                         f"{exit_logits.shape}")
     check_threshold(threshold)
-    depth, n = route_logits.shape[:2]
-    routes = np.full(n, depth - 1, dtype=np.int64)
+    depth, n = exit_logits.shape[:2]
+    exits = np.full(n, depth, dtype=np.int64)
     undecided = np.ones(n, dtype=bool)
-    for k in range(depth - 1):
-        leave = undecided & exits_here(route_logits[k], threshold)
-        routes[leave] = k
+    for k in range(1, depth):
+        leave = undecided & exits_here(exit_logits[k - 1], threshold)
+        exits[leave] = k
         undecided &= ~leave
-    return routes
+    return exits
 
 
 def train_heads(model, x, y, epochs, batch_size=128, seed=0, val=None, log=print):
