@@ -7,8 +7,8 @@
 
 Tables: training-step and inference throughput of CNN1 (npskip, PyTorch CPU with
 the same thread count, plain-NumPy im2col) on MNIST and CIFAR shapes; per-layer
-forward and backward; routed inference (router + CNN3) against CNN1 for several
-route mixes beside their FLOPs fraction; peak memory of a training step; numba's
+forward and backward; routed inference (CNN2 + CNN3) against CNN1 for several
+route mixes beside their multiply-add fraction; peak memory of a training step; numba's
 first-call cost with a cold and a warm cache. Every figure is the median of
 repeated runs with min and max; ratios are npskip over the peer (above 1: npskip
 is faster). Nothing here is asserted: shared machines are noisy.
@@ -32,11 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from npskip.engine import kernels# noqa: E402
+from npskip.engine import kernels  # noqa: E402
 from npskip.engine.losses import softmax_cross_entropy  # noqa: E402
 from npskip.engine.model import SkipCNN  # noqa: E402
 from npskip.engine.optim import RMSprop  # noqa: E402
-from npskip.routing import downsample, downsample_flops  # noqa: E402
 from npskip.engine.train import predict, predict_by_route  # noqa: E402
 from peers import numpy_cnn, torch_cnn  # noqa: E402
 
@@ -417,15 +416,13 @@ def cnn2_mix(path):
 
 
 def bench_routed(repeats, mix_from, n=2048):
-    """Router + routed CNN3 against CNN1 on n MNIST-shaped images, for several route mixes,
-    with two routers: CNN2 (the paper's, CNN1's size) and the small one on 2x-pooled images.
+    """CNN2 + routed CNN3 against CNN1 on n MNIST-shaped images, for several route mixes.
     Each mix is timed interleaved with CNN1, and its fractions are ratios of medians."""
     rng = np.random.default_rng(0)
     x = rng.random((n, 28, 28, 1), dtype=np.float32)
     cnn1 = SkipCNN((28, 28, 1), 10, WIDTHS, seed=0)
     cnn3 = SkipCNN((28, 28, 1), 10, WIDTHS, seed=1)
-    routers = {"CNN2": (SkipCNN((28, 28, 1), 3, WIDTHS, seed=2), 1),
-               "small": (SkipCNN((14, 14, 1), 3, (8, 16), seed=2), 2)}
+    cnn2 = SkipCNN((28, 28, 1), 3, WIDTHS, seed=2)
     mixes = {"all route 0": [1, 0, 0], "all route 2": [0, 0, 1], "thirds": [1, 1, 1],
              "route 1 only": [0, 1, 0]}
     counts, source = cnn2_mix(mix_from)
@@ -439,33 +436,22 @@ def bench_routed(repeats, mix_from, n=2048):
         routes = np.concatenate([routes, np.full(n - len(routes), 2)])
         rng.shuffle(routes)
 
-        def routed(router, factor):
-            def run():
-                predict(router, downsample(x, factor)).argmax(axis=1)   # the router's work only
-                predict_by_route(cnn3, x, routes)
-            return run
+        def routed():
+            predict(cnn2, x).argmax(axis=1)          # the router's work only
+            predict_by_route(cnn3, x, routes)
 
-        fns = {"CNN1": lambda: predict(cnn1, x),
-               "CNN3 alone": lambda: predict_by_route(cnn3, x, routes)}
-        fns.update({r: routed(*routers[r]) for r in routers})
-        # The small router with its pooling alone (CNN2 alone costs what CNN1 does).
-        small, factor = routers["small"]
-        fns["small router alone"] = lambda: predict(small, downsample(x, factor)).argmax(axis=1)
-        t = interleaved(fns, repeats)
+        t = interleaved({"CNN1": lambda: predict(cnn1, x), "CNN2 + CNN3": routed,
+                         "CNN3 alone": lambda: predict_by_route(cnn3, x, routes)}, repeats)
         cnn1_times.append(t["CNN1"])
-        cnn3_flops = cnn3.multiply_adds_per_image(routes).mean()
-        for router_name, (router, factor) in routers.items():
-            router_flops = router.multiply_adds()["total"] + downsample_flops((28, 28, 1), factor)
-            rows.append({
-                "mix": name, "router": router_name, "route_fractions": p.tolist(),
-                "multiply_add_fraction": (cnn3_flops + router_flops) / full,
-                "wall_fraction": t[router_name]["median"] / t["CNN1"]["median"],
-                "router_wall_fraction": (t["small router alone"]["median"] / t["CNN1"]["median"]
-                                         if router_name == "small" else None),
-                "multiply_add_fraction_cnn3_only": cnn3_flops / full,
-                "wall_fraction_cnn3_only": t["CNN3 alone"]["median"] / t["CNN1"]["median"],
-                "seconds": t,
-            })
+        cnn3_madds = cnn3.multiply_adds_per_image(routes).mean()
+        rows.append({
+            "mix": name, "route_fractions": p.tolist(),
+            "multiply_add_fraction": (cnn3_madds + cnn2.multiply_adds()["total"]) / full,
+            "wall_fraction": t["CNN2 + CNN3"]["median"] / t["CNN1"]["median"],
+            "multiply_add_fraction_cnn3_only": cnn3_madds / full,
+            "wall_fraction_cnn3_only": t["CNN3 alone"]["median"] / t["CNN1"]["median"],
+            "seconds": t,
+        })
     return {"images": n, "cnn1_seconds": cnn1_times, "mix_source": source, "mixes": rows}
 
 
@@ -632,17 +618,13 @@ def main(argv=None):
                               n=512 if args.quick else 2048)
         figures["routed"] = routed["mixes"]
         figures["routed_details"] = routed
-        print(f"\nrouted inference on {routed['images']} images (router + CNN3, sorted by route) "
+        print(f"\nrouted inference on {routed['images']} images (CNN2 + CNN3, sorted by route) "
               f"vs CNN1, timed in turn; fractions of CNN1's multiply-adds and median wall-clock:")
         for row in routed["mixes"]:
-            print(f"  {row['mix']:34s} {row['router']:5s} router: FLOPs {row['multiply_add_fraction']:.3f}  "
-                  f"wall {row['wall_fraction']:.3f} (ratio "
-                  f"{row['wall_fraction'] / row['multiply_add_fraction']:.2f}"
-                  + (f"; router+pooling alone wall {row['router_wall_fraction']:.3f}"
-                     if row["router_wall_fraction"] is not None else "")
-                  + f")   (CNN3 alone: FLOPs "
-                  f"{row['multiply_add_fraction_cnn3_only']:.3f}, wall {row['wall_fraction_cnn3_only']:.3f}, "
-                  f"ratio {row['wall_fraction_cnn3_only'] / row['multiply_add_fraction_cnn3_only']:.2f})")
+            print(f"  {row['mix']:34s} multiply-adds {row['multiply_add_fraction']:.3f}  "
+                  f"wall {row['wall_fraction']:.3f}   (CNN3 alone: multiply-adds "
+                  f"{row['multiply_add_fraction_cnn3_only']:.3f}, wall "
+                  f"{row['wall_fraction_cnn3_only']:.3f})")
 
     if "memory" in only:
         peak_bytes = peak_memory_of_step()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from npskip.engine.losses import softmax_cross_entropy
 from npskip.engine.model import SkipCNN
+from npskip.engine.optim import RMSprop
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))   # the notebooks import `from exercises import nb03`
@@ -91,19 +93,50 @@ from exercises import nb05 as ex5    # noqa: E402
 from solutions import nb05 as sol5   # noqa: E402
 
 
-def test_nb05_route_flops(capsys):
-    passes(ex5.check_route_flops, sol5.route_flops, capsys=capsys)
+def test_nb05_route_multiply_adds(capsys):
+    passes(ex5.check_route_multiply_adds, sol5.route_multiply_adds, capsys=capsys)
 
     def dense_at_full_width(shape, widths, classes, route):   # multiplies the zero padding too
         h, w, _ = shape
-        return (sol5.route_flops(shape, widths, classes, route)
+        return (sol5.route_multiply_adds(shape, widths, classes, route)
                 - h * w * widths[route] * classes + h * w * max(widths) * classes)
-    fails(ex5.check_route_flops, dense_at_full_width)
+    fails(ex5.check_route_multiply_adds, dense_at_full_width)
 
 
 def test_nb05_dense_rows(capsys):
     passes(ex5.check_dense_rows, sol5.dense_rows, capsys=capsys)
     fails(ex5.check_dense_rows, lambda h, w, c, m: np.arange(h * w * c))   # the first rows, not per pixel
+
+
+def test_nb05_routed_train_step(capsys):
+    passes(ex5.check_routed_train_step, sol5.routed_train_step, capsys=capsys)
+
+    def routes_forgotten(model, optimizer, xb, yb, routes):   # every image runs every layer
+        loss, dlogits = softmax_cross_entropy(model.forward(xb), yb)
+        model.backward(dlogits)
+        optimizer.step(model.ran_layers())
+        return loss
+
+    def every_layer(model, optimizer, xb, yb, routes):        # the skipped layers too
+        loss, dlogits = softmax_cross_entropy(model.forward(xb, routes), yb)
+        model.backward(dlogits)
+        optimizer.step(model.layers)
+        return loss
+
+    def step_before_backward(model, optimizer, xb, yb, routes):   # updates with stale grads
+        loss, dlogits = softmax_cross_entropy(model.forward(xb, routes), yb)
+        optimizer.step(model.ran_layers())
+        model.backward(dlogits)
+        return loss
+
+    def fresh_optimizer(model, optimizer, xb, yb, routes):    # forgets RMSprop's averages
+        return sol5.routed_train_step(model, RMSprop(), xb, yb, routes)
+    fails(ex5.check_routed_train_step, routes_forgotten, hint="pass the routes")
+    fails(ex5.check_routed_train_step, every_layer, hint="model.ran_layers")
+    fails(ex5.check_routed_train_step, step_before_backward, hint="differs from a reference")
+    fails(ex5.check_routed_train_step, fresh_optimizer, hint="differs from a reference")
+    ex5.check_routed_train_step(not_written)
+    assert "not written yet" in capsys.readouterr().out
 
 
 # -- notebook 6 -------------------------------------------------------------
@@ -168,89 +201,99 @@ def _top(z):
     return (p / p.sum(axis=2, keepdims=True)).max(axis=2)        # (depth, N)
 
 
-def test_nb07_exit_routes(capsys):
-    passes(ex7.check_exit_routes, sol7.exit_routes, capsys=capsys)
+def test_nb07_exits_taken(capsys):
+    passes(ex7.check_exits_taken, sol7.exits_taken, capsys=capsys)
 
-    def first_of(sure, depth):
-        return np.where(sure.any(axis=0), sure.argmax(axis=0), depth - 1)
+    def first_of(sure, depth):         # row k - 1 of ``sure`` is exit k
+        return np.where(sure.any(axis=0), sure.argmax(axis=0) + 1, depth)
+
+    def from_zero(z, t):               # counts the exits from 0, as rows of the array
+        return sol7.exits_taken(z, t) - 1
 
     def strict(z, t):                  # "above" where the rule says "reaches"
-        return np.full(z.shape[1], len(z) - 1) if t >= 1 else first_of(_top(z)[:-1] > t, len(z))
+        return np.full(z.shape[1], len(z)) if t >= 1 else first_of(_top(z)[:-1] > t, len(z))
 
     def no_t1_case(z, t):              # trusts a probability rounded to 1.0 at t = 1
         return first_of(_top(z)[:-1] >= t, len(z))
 
     def most_confident(z, t):          # the surest head, not the first sure one
         top = _top(z)[:-1]
-        return np.where((top >= t).any(axis=0) & (t < 1), top.argmax(axis=0), len(z) - 1)
+        return np.where((top >= t).any(axis=0) & (t < 1), top.argmax(axis=0) + 1, len(z))
 
     def on_logits(z, t):               # thresholds the largest logit, not the probability
-        return np.full(z.shape[1], len(z) - 1) if t >= 1 else \
+        return np.full(z.shape[1], len(z)) if t >= 1 else \
             first_of(z[:-1].max(axis=2) >= t, len(z))
-    for wrong, words in ((strict, "a probability equal to t"), (no_t1_case, "t >= 1"),
-                         (most_confident, "first confident exit wins"),
+    for wrong, words in ((from_zero, "counted from 1"), (strict, "a probability equal to t"),
+                         (no_t1_case, "t >= 1"), (most_confident, "first confident exit wins"),
                          (on_logits, "not on the logit")):
         with pytest.raises(AssertionError, match=words):
-            ex7.check_exit_routes(wrong)
+            ex7.check_exits_taken(wrong)
+    ex7.check_exits_taken(not_written)
+    assert "not written yet" in capsys.readouterr().out
 
 
-def _head_flops(shape, widths, classes, hidden, pool, k, pooled_inputs=True, sums=True):
-    """Exit k's own cost (CNN1's dense layer for the last exit), for the wrong answers."""
+def _head_multiply_adds(shape, widths, classes, hidden, pool, k, pooled_inputs=True, sums=True):
+    """Exit k's own cost (1..depth; CNN1's dense layer for the last exit), for the wrong answers."""
     h, w, _ = shape
-    if k == len(widths) - 1:
-        return h * w * widths[k] * classes
-    inputs = (h // pool) * (w // pool) * widths[k] if pooled_inputs else h * w * widths[k]
+    if k == len(widths):
+        return h * w * widths[k - 1] * classes
+    inputs = (h // pool) * (w // pool) * widths[k - 1] if pooled_inputs else h * w * widths[k - 1]
     dense = inputs * hidden + hidden * classes if hidden else inputs * classes
-    return dense + (h * w * widths[k] if pool > 1 and sums else 0)
+    return dense + (h * w * widths[k - 1] if pool > 1 and sums else 0)
 
 
-def test_nb07_exit_flops(capsys):
-    passes(ex7.check_exit_flops, sol7.exit_multiply_adds, capsys=capsys)
+def test_nb07_exit_multiply_adds(capsys):
+    passes(ex7.check_exit_multiply_adds, sol7.exit_multiply_adds, capsys=capsys)
 
-    def convs(shape, widths, classes, route):
+    def convs(shape, widths, classes, exit):
         f = SkipCNN(shape, classes, widths).multiply_adds()
-        return sum(f[f"conv{k + 1}"] for k in range(route + 1))
+        return sum(f[f"conv{k}"] for k in range(1, exit + 1))
 
-    def only_its_head(shape, widths, classes, hidden, pool, route):   # forgets the heads passed
-        return convs(shape, widths, classes, route) + _head_flops(shape, widths, classes,
-                                                                  hidden, pool, route)
+    def only_its_head(shape, widths, classes, hidden, pool, exit):   # forgets the heads passed
+        return convs(shape, widths, classes, exit) + _head_multiply_adds(
+            shape, widths, classes, hidden, pool, exit)
 
-    def cnn1_at_the_end(shape, widths, classes, hidden, pool, route):   # the last route: CNN1
-        if route == len(widths) - 1:
+    def cnn1_at_the_end(shape, widths, classes, hidden, pool, exit):   # the last exit: CNN1
+        if exit == len(widths):
             return SkipCNN(shape, classes, widths).multiply_adds()["total"]
-        return sol7.exit_multiply_adds(shape, widths, classes, hidden, pool, route)
+        return sol7.exit_multiply_adds(shape, widths, classes, hidden, pool, exit)
 
-    def no_pooling_cost(shape, widths, classes, hidden, pool, route):   # the sums left out
-        return convs(shape, widths, classes, route) + sum(
-            _head_flops(shape, widths, classes, hidden, pool, k, sums=False)
-            for k in range(route + 1))
+    def no_pooling_cost(shape, widths, classes, hidden, pool, exit):   # the sums left out
+        return convs(shape, widths, classes, exit) + sum(
+            _head_multiply_adds(shape, widths, classes, hidden, pool, k, sums=False)
+            for k in range(1, exit + 1))
 
-    def unpooled_inputs(shape, widths, classes, hidden, pool, route):   # dense on H*W*C
-        return convs(shape, widths, classes, route) + sum(
-            _head_flops(shape, widths, classes, hidden, pool, k, pooled_inputs=False)
-            for k in range(route + 1))
-    fails(ex7.check_exit_flops, only_its_head, hint="every head before it")
-    fails(ex7.check_exit_flops, cnn1_at_the_end, hint="every head it passed")
-    fails(ex7.check_exit_flops, no_pooling_cost, hint="one addition per map value")
-    fails(ex7.check_exit_flops, unpooled_inputs, hint="reads the pooled maps")
+    def unpooled_inputs(shape, widths, classes, hidden, pool, exit):   # dense on H*W*C
+        return convs(shape, widths, classes, exit) + sum(
+            _head_multiply_adds(shape, widths, classes, hidden, pool, k, pooled_inputs=False)
+            for k in range(1, exit + 1))
+
+    def from_zero(shape, widths, classes, hidden, pool, exit):   # exit k taken as conv k + 1
+        return sol7.exit_multiply_adds(shape, widths, classes, hidden, pool,
+                                       min(exit + 1, len(widths)))
+    fails(ex7.check_exit_multiply_adds, only_its_head, hint="every head before it")
+    fails(ex7.check_exit_multiply_adds, cnn1_at_the_end, hint="every head it passed")
+    fails(ex7.check_exit_multiply_adds, no_pooling_cost, hint="one addition per map value")
+    fails(ex7.check_exit_multiply_adds, unpooled_inputs, hint="reads the pooled maps")
+    fails(ex7.check_exit_multiply_adds, from_zero, hint="counted from 1")
 
 
 def test_nb07_loss_upper_bound(capsys):
     passes(ex7.check_loss_upper_bound, sol7.loss_upper_bound, capsys=capsys)
 
-    def unpaired(routed, cnn1, conf):    # two separate accuracies' standard errors
-        a, b, n = routed.mean(), cnn1.mean(), len(routed)
+    def unpaired(cascade, cnn1, conf):    # two separate accuracies' standard errors
+        a, b, n = cascade.mean(), cnn1.mean(), len(cascade)
         return b - a + NormalDist().inv_cdf(conf) * np.sqrt(a * (1 - a) / n + b * (1 - b) / n)
 
-    def two_sided(routed, cnn1, conf):   # 1.96 where the rule bounds one side
-        d = routed.astype(float) - cnn1.astype(float)
+    def two_sided(cascade, cnn1, conf):   # 1.96 where the rule bounds one side
+        d = cascade.astype(float) - cnn1.astype(float)
         return -d.mean() + 1.959964 * d.std(ddof=1) / np.sqrt(len(d))
-    def population_std(routed, cnn1, conf):   # np.std's default ddof=0
-        d = routed.astype(float) - cnn1.astype(float)
+    def population_std(cascade, cnn1, conf):   # np.std's default ddof=0
+        d = cascade.astype(float) - cnn1.astype(float)
         return -d.mean() + NormalDist().inv_cdf(conf) * d.std() / np.sqrt(len(d))
 
-    def plus_mean(routed, cnn1, conf):   # the cascade's lead where CNN1's is asked
-        d = routed.astype(float) - cnn1.astype(float)
+    def plus_mean(cascade, cnn1, conf):   # the cascade's lead where CNN1's is asked
+        d = cascade.astype(float) - cnn1.astype(float)
         return d.mean() + NormalDist().inv_cdf(conf) * d.std(ddof=1) / np.sqrt(len(d))
     fails(ex7.check_loss_upper_bound, unpaired, hint="two separate accuracies")
     fails(ex7.check_loss_upper_bound, two_sided, hint="1.645")

@@ -1,10 +1,10 @@
-"""CNN1 with early exits (npskip.exits): the routes, the literal cascade, the costs,
+"""CNN1 with early exits (npskip.exits): the exits taken, the literal cascade, the costs,
 and a head training that leaves CNN1 untouched."""
 
 import numpy as np
 import pytest
 
-from npskip.exits.heads import ExitCNN, exit_routes, exits_here, train_heads
+from npskip.exits.heads import ExitCNN, exits_here, exits_taken, train_heads
 from npskip.engine.model import SkipCNN
 
 
@@ -20,42 +20,42 @@ def images(rng):
     return rng.random((40, 8, 8, 1), dtype=np.float32)
 
 
-def test_exit_routes_by_hand():
+def test_exits_taken_by_hand():
     big = 20.0                                   # softmax top probability ~1
-    z = np.zeros((3, 4, 2))
-    z[0, 0, 0] = big                             # image 0: confident at exit 0
-    z[1, 1, 1] = big                             # image 1: confident at exit 1 only
-    z[0, 2, 0] = z[1, 2, 1] = 0.5                # image 2: confident nowhere -> CNN1
+    z = np.zeros((3, 4, 2))                      # row k - 1: exit k's logits
+    z[0, 0, 0] = big                             # image 0: sure at exit 1
+    z[1, 1, 1] = big                             # image 1: sure at exit 2 only
+    z[0, 2, 0] = z[1, 2, 1] = 0.5                # image 2: sure nowhere -> exit 3, CNN1
     z[0, 3, 0] = z[1, 3, 0] = big                # image 3: at both: the first wins
-    assert exit_routes(z, 0.9).tolist() == [0, 1, 2, 0]
-    assert exit_routes(z, 0.0).tolist() == [0, 0, 0, 0]   # t = 0: everything leaves at once
-    assert exit_routes(z, 1.0).tolist() == [2, 2, 2, 2]   # t >= 1: CNN1 itself
+    assert exits_taken(z, 0.9).tolist() == [1, 2, 3, 1]
+    assert exits_taken(z, 0.0).tolist() == [1, 1, 1, 1]   # t = 0: everything leaves at once
+    assert exits_taken(z, 1.0).tolist() == [3, 3, 3, 3]   # t >= 1: CNN1 itself
     assert exits_here(z[1], 0.6).tolist() == [False, True, True, True]
 
 
 def test_the_cascade_gives_each_image_the_logits_of_its_exit(model, images):
-    every = model.route_logits(images)                            # (3, N, K)
+    every = model.exit_logits(images)                             # (3, N, K)
     assert np.array_equal(every[-1], model.cnn1.forward(images))  # the last exit is CNN1
     for t in (0.0, 0.34, 0.4, 0.5, 1.0):
-        logits, routes = model.predict(images, t, batch_size=16)
-        assert np.array_equal(routes, exit_routes(every, t)), t
-        np.testing.assert_allclose(logits, every[routes, np.arange(len(images))], rtol=1e-5,
+        logits, exits = model.predict(images, t, batch_size=16)
+        assert np.array_equal(exits, exits_taken(every, t)), t
+        np.testing.assert_allclose(logits, every[exits - 1, np.arange(len(images))], rtol=1e-5,
                                    atol=1e-6)
-    assert len(set(exit_routes(every, 0.4).tolist())) > 1   # the thresholds above do mix exits
+    assert len(set(exits_taken(every, 0.4).tolist())) > 1   # the thresholds above do mix exits
 
 
 def test_an_image_that_leaves_never_enters_the_later_layers(model, images):
-    seen = {k: 0 for k in range(3)}
-    for k, conv in enumerate(model.cnn1.convs):
+    seen = {k: 0 for k in (1, 2, 3)}
+    for k, conv in enumerate(model.cnn1.convs, 1):
         def counting(x, k=k, forward=conv.forward):
             seen[k] += len(x)
             return forward(x)
         conv.forward = counting
-    _, routes = model.predict(images, 0.4, batch_size=16)
-    assert seen == {0: 40, 1: int(np.sum(routes >= 1)), 2: int(np.sum(routes == 2))}
+    _, exits = model.predict(images, 0.4, batch_size=16)
+    assert seen == {1: 40, 2: int(np.sum(exits >= 2)), 3: int(np.sum(exits == 3))}
 
 
-def test_flops_count_the_layers_and_heads_passed(model):
+def test_multiply_adds_count_the_layers_and_heads_passed(model):
     h = w = 8
     conv = [h * w * 4 * 9 * 1, h * w * 4 * 9 * 4, h * w * 6 * 9 * 4]
     u, p = model.hidden, model.pool
@@ -63,16 +63,17 @@ def test_flops_count_the_layers_and_heads_passed(model):
     pooling = h * w * 4 if p > 1 else 0                       # one addition per map value
     one = pooling + (feats * u + u * 3 if u else feats * 3)
     head = [one, one, h * w * 6 * 3]                         # the last: CNN1's dense layer
-    assert model.multiply_adds(0) == conv[0] + head[0]
-    assert model.multiply_adds(2) == sum(conv) + sum(head)
-    assert model.multiply_adds(2) - model.cnn1.multiply_adds()["total"] == head[0] + head[1]
-    np.testing.assert_array_equal(model.multiply_adds_per_image(np.array([0, 2])),
-                                  [model.multiply_adds(0), model.multiply_adds(2)])
+    assert model.multiply_adds(1) == conv[0] + head[0]
+    assert model.multiply_adds(3) == sum(conv) + sum(head)
+    assert model.multiply_adds(3) - model.cnn1.multiply_adds()["total"] == head[0] + head[1]
+    np.testing.assert_array_equal(model.multiply_adds_per_image(np.array([1, 3])),
+                                  [model.multiply_adds(1), model.multiply_adds(3)])
     # at t >= 1 no head runs: every image costs CNN1's own
-    assert model.multiply_adds_per_image(np.array([2, 2]), 1.0).tolist() == \
+    assert model.multiply_adds_per_image(np.array([3, 3]), 1.0).tolist() == \
         [model.cnn1.multiply_adds()["total"]] * 2
-    with pytest.raises(ValueError, match="0..2"):
-        model.multiply_adds_per_image(np.array([3]))
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="1..3"):
+            model.multiply_adds_per_image(np.array([bad]))
 
 
 def test_training_the_heads_leaves_cnn1_untouched(model, images, rng):
@@ -93,10 +94,10 @@ def test_saved_heads_are_checked_when_loaded(model):
     arrays = {k: v.copy() for k, v in model.arrays().items()}
     other = ExitCNN(model.cnn1, model.hidden, model.pool, seed=9).load_arrays(arrays)
     assert all(np.array_equal(other.arrays()[k], v) for k, v in arrays.items())
-    w1, b0, w0 = "head1.dense0.W", "head0.dense0.b", "head0.dense0.W"
-    with pytest.raises(ValueError, match="head1.dense0.W of shape"):
+    w1, b0, w0 = "exit2.dense1.W", "exit1.dense1.b", "exit1.dense1.W"
+    with pytest.raises(ValueError, match="exit2.dense1.W of shape"):
         ExitCNN(model.cnn1, model.hidden, model.pool).load_arrays({**arrays, w1: arrays[w1][:-1]})
-    with pytest.raises(ValueError, match="expected head0.dense0.b"):
+    with pytest.raises(ValueError, match="expected exit1.dense1.b"):
         ExitCNN(model.cnn1, model.hidden, model.pool).load_arrays({k: v for k, v in arrays.items() if k != b0})
     other = model.hidden + 3                                     # heads of another shape
     with pytest.raises(ValueError, match=f"{other} hidden units"):
@@ -108,19 +109,19 @@ def test_saved_heads_are_checked_when_loaded(model):
 
 
 def test_a_threshold_that_is_not_a_number_is_refused(model, images):
-    z = model.route_logits(images)
+    z = model.exit_logits(images)
     for bad in (float("nan"), -0.5, "0.9", None):
         with pytest.raises(ValueError, match="threshold: expected a number >= 0"):
-            exit_routes(z, bad)
+            exits_taken(z, bad)
         with pytest.raises(ValueError, match="threshold: expected a number >= 0"):
             model.predict(images, bad)
     with pytest.raises(ValueError, match=r"expected \(depth, N, classes\)"):
-        exit_routes(z[0], 0.5)
+        exits_taken(z[0], 0.5)
 
 
 def test_the_heads_alone_give_the_same_logits_without_cnn1s_last_layer(model, images):
     assert np.array_equal(model.head_logits(images, batch_size=16),
-                          model.route_logits(images, batch_size=16)[:-1])
+                          model.exit_logits(images, batch_size=16)[:-1])
 
 
 def test_a_head_averages_its_maps_then_runs_its_dense_layers(rng):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npskip.engine.layers import Dense
-from npskip.engine.losses import distillation_loss, softmax_cross_entropy
+from npskip.engine.losses import softmax_cross_entropy
 from npskip.engine.optim import RMSprop, rmsprop_update, rmsprop_update_parallel, rmsprop_update_plain
 
 
@@ -46,34 +46,6 @@ def test_loss_does_not_modify_its_inputs(rng):
     softmax_cross_entropy(logits, labels)
     np.testing.assert_array_equal(logits, before[0])
     np.testing.assert_array_equal(labels, before[1])
-
-
-def test_distillation_loss_by_hand_and_at_its_ends(rng):
-    logits, teacher = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
-    labels = np.array([0, 3, 1, 1, 2])
-    # weight 0 is the plain cross-entropy, to the last bit of the gradient
-    hard = softmax_cross_entropy(logits, labels)
-    loss, d = distillation_loss(logits, labels, teacher, 4.0, 0.0)
-    assert loss == hard[0] and np.array_equal(d, hard[1])
-    # weight 1 with the teacher's own logits: KL 0, gradient 0
-    loss, d = distillation_loss(teacher, labels, teacher, 2.0, 1.0)
-    assert abs(loss) < 1e-12 and np.abs(d).max() < 1e-15
-    # the definition, term by term
-    t = 3.0
-    p = np.exp(teacher / t) / np.exp(teacher / t).sum(axis=1, keepdims=True)
-    q = np.exp(logits / t) / np.exp(logits / t).sum(axis=1, keepdims=True)
-    kl = np.mean(np.sum(p * np.log(p / q), axis=1))
-    loss, _ = distillation_loss(logits, labels, teacher, t, 0.25)
-    assert loss == pytest.approx(0.75 * hard[0] + 0.25 * t * t * kl, rel=1e-12)
-    # huge logits stay finite; bad settings are named
-    loss, d = distillation_loss(logits * 1e4, labels, teacher * 1e4, 1.0, 0.5)
-    assert np.isfinite(loss) and np.all(np.isfinite(d))
-    with pytest.raises(ValueError, match="temperature"):
-        distillation_loss(logits, labels, teacher, 0.0, 0.5)
-    with pytest.raises(ValueError, match=r"weight: expected a number in \[0, 1\]"):
-        distillation_loss(logits, labels, teacher, 1.0, 1.5)
-    with pytest.raises(ValueError, match=r"teacher logits: expected shape \(5, 4\)"):
-        distillation_loss(logits, labels, teacher[:3], 1.0, 0.5)
 
 
 def test_rmsprop_two_steps_by_hand():

@@ -79,16 +79,15 @@ REQUIRED = ["cnn1.test_accuracy", "ranking.label_counts", "cnn2.test_accuracy", 
             "cnn3_deploy.wall_fraction"] + [
     f"controls.{c}.test_accuracy" for c in ("cnn1", "all_route_0", "all_route_1",
                                            "random_cnn2_proportions", "oracle")] + [
-    # beyond the paper (npskip.extension)
-    "extension.exits.route_test_accuracy", "extension.exits.route_multiply_add_fraction",
-    "extension.curve.router_multiply_add_fraction",
-    "extension.curve.operating_point.test_accuracy",
-    "extension.curve.operating_point.multiply_add_fraction",
-    "extension.curve.operating_point.wall_fraction", "extension.curve.oracle.test_accuracy",
-    "extension.curve.operating_point.cnn1_test_accuracy",
-    "extension.curve.operating_point.test_paired_difference.mean",
-    "extension.curve.selection.evidence.loss_upper",
-    "extension.curve.curve.val_wall_fraction"]
+    # beyond the paper (npskip.exits)
+    "exits.heads.exit_test_accuracy", "exits.heads.exit_multiply_add_fraction",
+    "exits.curve.operating_point.test_accuracy",
+    "exits.curve.operating_point.multiply_add_fraction",
+    "exits.curve.operating_point.wall_fraction", "exits.curve.oracle.test_accuracy",
+    "exits.curve.operating_point.cnn1_test_accuracy",
+    "exits.curve.operating_point.test_paired_difference.mean",
+    "exits.curve.selection.evidence.loss_upper",
+    "exits.curve.curve.val_wall_fraction"]
 
 
 def _get(d, dotted):
@@ -124,46 +123,20 @@ def test_reproduce_quick_writes_every_field(quick_run):
                  "accuracy_compute_curve.png"):
         assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
-    assert "## What holds" in report and "## Beyond the paper: CNN1 decides its own route" \
-        in report
-    curve = results["extension"]["curve"]
-    assert curve["curve"]["route_counts"][0] == [600, 0, 0]       # t = 0: all leave at exit 0
-    assert curve["curve"]["route_counts"][-1] == [0, 0, 600]      # t = 1: CNN1 itself
-    assert curve["curve"]["multiply_add_fraction"][-1] == 1.0            # ... with no head run
-    assert curve["router_multiply_add_fraction"] == 0.0                  # no router: heads are counted
-    exits = results["extension"]["exits"]
-    assert exits["route_multiply_add_fraction"][0] < exits["route_multiply_add_fraction"][1] < 1.1
-    # the rule's choice: a routed point no slower than CNN1 (guard), or CNN1 itself
+    assert "## What holds" in report and "## Beyond the paper: early exits" in report
+    curve = results["exits"]["curve"]
+    assert curve["curve"]["exit_counts"][0] == [600, 0, 0]        # t = 0: all leave at exit 1
+    assert curve["curve"]["exit_counts"][-1] == [0, 0, 600]       # t = 1: CNN1 itself
+    assert curve["curve"]["multiply_add_fraction"][-1] == 1.0     # ... with no head run
+    heads = results["exits"]["heads"]
+    assert heads["exit_multiply_add_fraction"][0] < heads["exit_multiply_add_fraction"][1] < 1.1
+    # the rule's choice: a threshold within the cost limit, or CNN1 itself
     point, sel = curve["operating_point"], curve["selection"]
-    assert point["wall_fraction"] <= 1.0 and point["choice"] in ("routed", "cnn1")
+    assert point["multiply_add_fraction"] <= sel["cost_limit"] or point["choice"] == "cnn1"
+    assert point["choice"] in ("exits", "cnn1")
     assert (point["choice"] == "cnn1") == (sel["threshold"] is None)
     assert sel["evidence"]["n"] == results["cnn1"]["val_count"]
-    assert "| seed | choice | validation: routed - CNN1" in report
-
-
-def test_reproduce_with_a_router_adds_its_stages(quick_run):
-    cmd, out, _ = quick_run
-    run = subprocess.run(cmd + ["--router", "small"], capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 0, run.stderr[-3000:]
-    ran = [line for line in run.stdout.splitlines() if line.endswith(": running")]
-    assert ran == ["[seed 0] cnn3_any: running", "[seed 0] behaviour: running",
-                   "[seed 0] router_behaviour_small: running",
-                   "[seed 0] curve_behaviour_small: running"], ran
-    results = json.loads((out / "results.json").read_text())
-    assert 0 < results["extension"]["curve"]["router_multiply_add_fraction"] < 0.06   # cheap router
-    assert sum(results["extension"]["behaviour"]["train_label_counts"]) == 3000
-    assert "## Beyond the paper: behaviour labels, small router" in (out / "report.md").read_text()
-    # and the paper's labels for the same router add only that router and its curve
-    run = subprocess.run(cmd + ["--router", "small", "--labels", "activation"],
-                         capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 0, run.stderr[-3000:]
-    ran = [line for line in run.stdout.splitlines() if line.endswith(": running")]
-    assert ran == ["[seed 0] router_activation_small: running",
-                   "[seed 0] curve_activation_small: running"], ran
-    results = json.loads((out / "results.json").read_text())
-    assert results["extension"]["curve"]["labels"] == "activation"
-    assert results["extension"]["router"]["test_count"] == results["cnn2"]["test_count"]
-    assert "## Beyond the paper: activation labels" in (out / "report.md").read_text()
+    assert "| seed | choice | validation: exits - CNN1" in report
 
 
 def test_reproduce_resumes_only_the_missing_stage(quick_run):
@@ -179,17 +152,17 @@ def test_reproduce_resumes_only_the_missing_stage(quick_run):
 
 
 def test_rerunning_the_curve_stage_gives_the_same_choice(quick_run):
-    # the rule's evidence is computed, not timed, and wall-clock only vetoes with a
-    # margin: the same files give the same threshold (or the same fallback)
+    # the rule's evidence is computed, not timed: the same files give the same
+    # threshold (or the same fallback)
     cmd, out, _ = quick_run
-    path = out / "seed0" / "curve_exit.json"
+    path = out / "seed0" / "exit_curve.json"
     before = json.loads(path.read_text())
     path.unlink()
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     after = json.loads(path.read_text())
     assert after["selection"]["threshold"] == before["selection"]["threshold"]
-    for key in ("routed_minus_cnn1_mean", "loss_upper", "accepted"):
+    for key in ("exited_minus_cnn1_mean", "loss_upper", "accepted"):
         assert after["selection"]["evidence"][key] == before["selection"]["evidence"][key]
 
 
@@ -219,18 +192,18 @@ def test_reproduce_runs_on_cifar100_format_fixtures(tmp_path):
 
 
 def test_summary_leaves_out_figures_some_seeds_lack():
-    from npskip.paper.pipeline import Config
+    from npskip.harness.config import Config
     from npskip.report import summarize
-    per_seed = {0: {"cnn1": {"test_accuracy": 0.98}, "extension": {"router": {"test_accuracy": 0.9}},
+    per_seed = {0: {"cnn1": {"test_accuracy": 0.98}, "exits": {"heads": {"test_accuracy": 0.9}},
                     "tag": "a"},
                 1: {"cnn1": {"test_accuracy": 0.99}, "tag": "b"}}
     results = summarize(Config(seeds=[0, 1]), per_seed)
     assert results["cnn1"]["test_accuracy"] == pytest.approx(0.985)
-    assert "extension" not in results                 # seed 1 has none: not averaged over seed 0
+    assert "exits" not in results                     # seed 1 has none: not averaged over seed 0
     assert results["tag"] == ["a", "b"]               # words that differ are listed, not picked
     # None (a fallback's threshold) is neither averaged nor turned into NaN
     per_seed[0]["t"], per_seed[1]["t"] = None, 0.5
     per_seed[0]["u"], per_seed[1]["u"] = None, None
     results = summarize(Config(seeds=[0, 1]), per_seed)
     assert results["t"] == [None, 0.5] and results["u"] is None
-    assert results["per_seed"]["0"]["extension"]["router"]["test_accuracy"] == 0.9
+    assert results["per_seed"]["0"]["exits"]["heads"]["test_accuracy"] == 0.9

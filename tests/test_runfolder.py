@@ -22,14 +22,17 @@ from npskip.harness import checkpoint
 
 from npskip import cli
 from npskip.engine.model import SkipCNN
-from npskip.paper.pipeline import Config, ConfigError, SeedRun, load_data, write_json
+from npskip.engine.checks import ConfigError
+from npskip.harness.config import Config
+from npskip.harness.runfolder import write_json
+from npskip.paper.pipeline import SeedRun, load_data
 from npskip.harness.runfolder import FolderLock, RunFolderError
 from npskip.harness.checkpoint import fit_resumable
 
 from test_data import MIRROR
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--limit", "300", "--epochs", "1", "--router", "none", "--no-progress"]
+TINY = ["--limit", "300", "--epochs", "1", "--no-exits", "--no-progress"]
 PAPER_STAGES = ["cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
                 "efficiency"]
 
@@ -92,10 +95,10 @@ def snapshot(folder):
 @pytest.mark.parametrize("field, value", [
     ("epochs", 0), ("epochs", -1), ("limit", 0), ("limit", -5), ("maps", 0),
     ("top", 0), ("val_fraction", 0.0), ("val_fraction", 1.0), ("val_fraction", math.nan),
-    ("batch_size", 0), ("seeds", [-1]), ("seeds", [0, 0]), ("label_confidence", 0.0),
-    ("label_confidence", 1.5), ("label_confidence", math.nan), ("widths", (16,)),
+    ("batch_size", 0), ("seeds", [-1]), ("seeds", [0, 0]), ("operating_confidence", 0.0),
+    ("operating_confidence", 1.5), ("operating_confidence", math.nan), ("widths", (16,)),
     ("widths", (-5, 16)), ("widths", (16, 0, 32)), ("dataset", "mnits"), ("epochs", 2.5),
-    ("router", "tiny"), ("timing_repeats", 0), ("exit_epochs", 0), ("exit_hidden", -1)])
+    ("exits", "yes"), ("timing_repeats", 0), ("exit_epochs", 0), ("exit_hidden", -1)])
 def test_config_refuses_a_setting_out_of_range(field, value):
     with pytest.raises(ConfigError) as e:
         Config(**{field: value})
@@ -126,8 +129,8 @@ def test_config_top_must_fit_the_limit():
     (["--val-fraction", "1.5"], "argument --val-fraction: expected a number in (0, 1)"),
     (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, received 0"),
     (["--seeds", "-1"], "argument --seeds: expected an integer >= 0, received -1"),
-    (["--label-confidence", "nan"], "argument --label-confidence: expected a number in (0, 1]"),
-    (["--label-confidence", "0"], "argument --label-confidence: expected a number in (0, 1]"),
+    (["--exit-epochs", "0"], "argument --exit-epochs: expected an integer >= 1, received 0"),
+    (["--exit-hidden", "-1"], "argument --exit-hidden: expected an integer >= 0, received -1"),
     (["--widths", "16"], "argument --widths: expected at least two positive integers"),
     (["--widths", "-5,16"], "received -5,16"),
     (["--widths", "16,x"], "argument --widths: expected comma-separated integers"),
@@ -150,7 +153,7 @@ def test_train_refuses_zero_epochs_and_a_negative_seed(tmp_path, capsys):
 
 def test_too_few_labelled_images_for_cnn2_is_a_message(tmp_path, data_dir, capsys):
     rc, _, err = npskip("reproduce", "--limit", "5", "--maps", "1", "--top-images", "1",
-                        "--epochs", "1", "--router", "none", "--no-progress", "--out",
+                        "--epochs", "1", "--no-exits", "--no-progress", "--out",
                         tmp_path / "run", data_dir=data_dir, capsys=capsys)
     assert rc == 2 and "argument --top-images: expected more labelled images" in err, err
     assert "raise --top-images, --maps or --limit" in err
@@ -221,7 +224,7 @@ def test_train_folder_refuses_other_epochs(tmp_path, data_dir, capsys):
 
 def test_a_notebook_changing_one_setting_is_refused(tiny, data_dir):
     # the notebooks build SeedRun from a Config: the same check protects them
-    config = Config(widths=(12, 12, 12), epochs=1, limit=300, router="none")
+    config = Config(widths=(12, 12, 12), epochs=1, limit=300, exits=False)
     data = load_data(config, 0, data_dir)
     with pytest.raises(RunFolderError, match=r"widths: \[16, 16, 32\] in the folder, "
                                              r"\[12, 12, 12\] now[\s\S]*fresh=True"):
@@ -235,7 +238,7 @@ def test_a_folder_without_a_settings_record_is_refused(run_copy, data_dir, capsy
 
 
 def test_other_data_in_the_same_folder_is_refused(tiny, data_dir):
-    config = Config(epochs=1, limit=300, router="none")
+    config = Config(epochs=1, limit=300, exits=False)
     data = list(load_data(config, 0, data_dir))
     data[0] = data[0][::-1].copy()                        # same settings, other images
     with pytest.raises(RunFolderError, match="data: arrays_sha256"):
@@ -257,7 +260,7 @@ def _made_from_holds(folder):
             assert sha256_file(folder / f) == digest, (path.name, f)
 
 
-def test_a_changed_router_redoes_exactly_the_stages_built_on_it(run_copy, data_dir, capsys):
+def test_a_changed_cnn2_redoes_exactly_the_stages_built_on_it(run_copy, data_dir, capsys):
     seed = run_copy / "seed0"
     model, opt, extra = checkpoint.load(seed / "cnn2.npz", with_optimizer=True)
     model.dense.params["b"][:] = [50, 0, 0]              # someone else's CNN2: all route 0
