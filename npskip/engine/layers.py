@@ -133,11 +133,14 @@ class Conv2D(Layer):
             if self._wide():
                 xp, cols_t, wide = self._wide_buffers(threads, ho, wo)
                 kernels.conv_forward_wide(x, w_mat, self.params["b"], relu, *self.kernel_size,
-                                          pt, pl, ho, wo, xp, cols_t, wide, out)
+                                          pt, pl, ho, wo,              # inputs, geometry
+                                          xp=xp, cols_t=cols_t, out_wide=wide,   # scratch
+                                          out=out)                      # output
             else:
                 cols = self._buffer("cols", (threads, ho * wo, k))
                 kernels.conv_forward(x, w_mat, self.params["b"], relu, *self.kernel_size,
-                                     self.stride, pt, pl, ho, wo, cols, out)
+                                     self.stride, pt, pl, ho, wo,      # inputs, geometry
+                                     cols=cols, out=out)               # scratch, output
         out = out.reshape(n, ho, wo, self.out_channels)
         self.cache = (x, out)          # ReLU's backward needs the output
         return out
@@ -168,25 +171,28 @@ class Conv2D(Layer):
             if self._wide():
                 xp, cols_t, grad = self._wide_buffers(threads, ho, wo)
                 dcols_t = self._buffer("dcols_t", cols_t.shape)
-                kernels.conv_backward_wide(x, out_img, dout_img, w_mat, relu, *self.kernel_size,
-                                           pt, pl, ho, wo, xp, cols_t, grad, dcols_t, dw_parts,
-                                           dw_tmp, db_parts, dx, need_dx)
+                kernels.conv_backward_wide(
+                    x, out_img, dout_img, w_mat, relu, *self.kernel_size, pt, pl, ho, wo,
+                    xp=xp, cols_t=cols_t, grad_wide=grad, dcols_t=dcols_t,      # scratch
+                    dw_tmp=dw_tmp, dw_parts=dw_parts, db_parts=db_parts,        # outputs:
+                    dx=dx, need_dx=need_dx)                     # dW, db by thread; dx
             else:
                 cols = self._buffer("cols", (threads, ho * wo, k))
                 grad = self._buffer("grad", (threads, ho * wo, self.out_channels))
                 dcols = self._buffer("dcols", (threads, ho * wo, k))
-                kernels.conv_backward(x, out_img, dout_img, w_mat, relu, *self.kernel_size,
-                                      self.stride, pt, pl, ho, wo, cols, grad, dcols, dw_parts,
-                                      dw_tmp, db_parts, dx, need_dx)
+                kernels.conv_backward(
+                    x, out_img, dout_img, w_mat, relu, *self.kernel_size, self.stride, pt, pl,
+                    ho, wo,                                     # inputs and geometry
+                    cols=cols, grad=grad, dcols=dcols, dw_tmp=dw_tmp,           # scratch
+                    dw_parts=dw_parts, db_parts=db_parts,       # outputs: dW, db by thread;
+                    dx=dx, need_dx=need_dx)                     # dx if need_dx
         np.sum(dw_parts, axis=0, out=self.grads["W"].reshape(k, self.out_channels))
         np.sum(db_parts, axis=0, out=self.grads["b"])
         return dx if need_dx else None
 
-    # Measured on the build machine, batch 128, forward+backward against the
-    # one-value-at-a-time im2col: 1 channel 0.6x the time (MNIST conv1), 3
-    # channels 0.6x (CIFAR conv1), 8 channels 0.7x forward, 1.0x both ways (the
-    # small router's conv2), 16 channels 1.1-1.2x slower (there the product,
-    # with its transposed operand, dominates and the copy was already cheap).
+    # Forward+backward at batch 128 against the one-value-at-a-time im2col: 0.6x
+    # the time with 1 or 3 input channels, 1.0x with 8, 1.1-1.2x with 16 (there
+    # the product dominates and the copy was already cheap).
     WIDE_MAX_IN_CHANNELS = 8
 
     def _wide(self):

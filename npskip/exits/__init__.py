@@ -1,0 +1,1 @@
+"""Beyond the paper: CNN1 with early exits, and the rule that picks their threshold."""

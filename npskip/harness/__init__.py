@@ -1,0 +1,1 @@
+"""What runs the experiments: settings, data and downloads, checkpoints, run folders."""
