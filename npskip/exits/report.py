@@ -33,10 +33,6 @@ def markdown(results):
     ext = results.get("exits")
     if not ext or "curve" not in ext:
         return []
-    cv, heads = ext["curve"], ext["heads"]
-    c = cv["curve"]
-    cnn1 = results["cnn1"]["test_accuracy"]
-    eff, d3 = results["efficiency"], results["cnn3_deploy"]
     n_seeds = len(results["seeds"])
     means = f"; means over {n_seeds} seeds." if n_seeds > 1 else "."
     lines = [
@@ -48,29 +44,39 @@ def markdown(results):
         f"layer k; an image leaves at the first exit whose top softmax probability reaches "
         f"the threshold t and never enters the later conv layers; t = 1 is CNN1 itself. The "
         f"heads passed are counted in the multiply-adds. Test set: "
-        f"{cv['timed_images']:.0f} images" + means,
-    ]
-    lines += [
+        f"{ext['curve']['timed_images']:.0f} images" + means,
         "",
+    ]
+    return (lines + comparison_table(results) + [""] + rule_table(results) + [""]
+            + curve_table(ext["curve"], n_seeds) + ["", verdict(results), ""])
+
+
+def comparison_table(results):
+    """CNN1, the paper's routing, each exit alone, the oracle and the rule's choice."""
+    cv, heads = results["exits"]["curve"], results["exits"]["heads"]
+    eff, d3, p = results["efficiency"], results["cnn3_deploy"], cv["operating_point"]
+    lines = [
         "| on the test set | accuracy | multiply-adds vs CNN1 (heads included) | wall-clock vs CNN1 |",
         "| --- | --- | --- | --- |",
-        f"| CNN1 | {_pct(cnn1)} | 1.000 | 1.000 |",
+        f"| CNN1 | {_pct(results['cnn1']['test_accuracy'])} | 1.000 | 1.000 |",
         f"| paper's router (CNN2) + CNN3-deploy | {_pct(d3['test_accuracy'])} | "
         f"{eff['multiply_add_fraction_with_router']:.3f} | {eff['wall_fraction']:.3f} |",
     ]
     for k, (a, f) in enumerate(zip(heads["exit_test_accuracy"],
                                    heads["exit_multiply_add_fraction"]), 1):
         lines.append(f"| every image leaving at exit {k} | {_pct(a)} | {f:.3f} | - |")
-    p = cv["operating_point"]
-    lines += [
+    return lines + [
         f"| oracle (first exit that is right) | {_pct(cv['oracle']['test_accuracy'])} | "
         f"{cv['oracle']['multiply_add_fraction']:.3f} | - |",
         f"| **the rule's choice** (per seed below) | **{_pct(p['test_accuracy'])}** | "
         f"**{p['multiply_add_fraction']:.3f}** | **{p['wall_fraction']:.3f}** |",
     ]
-    sel = cv["selection"]
-    lines += [
-        "",
+
+
+def rule_table(results):
+    """The rule in words, then its choice seed by seed."""
+    sel = results["exits"]["curve"]["selection"]
+    return [
         f"**The rule** (npskip.exits.selection, validation split only): at each threshold, "
         f"the cascade and CNN1 are compared image by image on the same "
         f"{sel['evidence']['n']:.0f} validation images; walking down from t = 1, a threshold "
@@ -82,24 +88,26 @@ def markdown(results):
         f"measured on validation is shown as a check; it is not decided on. Seed by seed:",
         "",
         "| seed | choice | validation: exits - CNN1, points (paired; mean and one-sided 95% "
-        "bounds, normal) | exact 95% bound on the loss + predicted test noise | test accuracy (CNN1's) | test: exits "
-        "- CNN1 (± 1 s.e.) | multiply-adds | "
-        "wall-clock | meets the target |",
+        "bounds, normal) | exact 95% bound on the loss + predicted test noise | test accuracy "
+        "(CNN1's) | test: exits - CNN1 (± 1 s.e.) | multiply-adds | wall-clock | meets the "
+        "target |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [per_seed_row(seed, r["exits"]["curve"]) for seed, r in _seed_curves(results)]
-    lines += [
-        "",
+    ] + [per_seed_row(seed, r["exits"]["curve"]) for seed, r in _seed_curves(results)]
+
+
+def curve_table(cv, n_seeds):
+    """One row per threshold: the test curve beside the validation evidence the rule saw."""
+    c, ev = cv["curve"], cv["selection"]["evidence"]
+    exits = " / ".join(str(k) for k in range(1, len(c["exit_counts"][0]) + 1))
+    lines = [
         "The curve (threshold t: each image leaves at the first exit whose top probability "
         "reaches t; validation columns are what the rule sees):",
         "",
-        "| t | images leaving at exit " + " / ".join(str(k) for k in range(1, len(c["exit_counts"][0]) + 1))
-        + " | accuracy | random exits, same mix | multiply-adds | wall-clock "
-        "| validation: exits - CNN1 (points) | its exact loss bound + predicted test noise "
-        "| validation wall-clock | accepted / under the cost limit |",
+        f"| t | images leaving at exit {exits} | accuracy | random exits, same mix | "
+        "multiply-adds | wall-clock | validation: exits - CNN1 (points) | its exact loss bound "
+        "+ predicted test noise | validation wall-clock | accepted / under the cost limit |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    ev = sel["evidence"]
     for i, t in enumerate(c["threshold"]):
         lines.append(f"| {t:.5g} | {' / '.join(f'{v:.0f}' for v in c['exit_counts'][i])} | "
                      f"{_pct(c['test_accuracy'][i])} | {_pct(c['random_test_accuracy'][i])} | "
@@ -108,7 +116,6 @@ def markdown(results):
                      f"{100 * ev['loss_upper'][i]:.2f} + {100 * ev['test_noise'][i]:.2f} | "
                      f"{c['val_wall_fraction'][i]:.2f} | "
                      f"{_share(ev['accepted'][i], n_seeds)} / {_share(ev['cheaper'][i], n_seeds)} |")
-    lines += ["", verdict(results), ""]
     return lines
 
 
