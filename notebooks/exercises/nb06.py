@@ -105,7 +105,7 @@ def check_cifar_record(fn):
 def check_seed_gap(fn):
     """fn(a (n,), b (n,)) -> (mean, low, high): the mean of a - b over n seeds and its 95% interval
     from Student's t with n - 1 degrees of freedom."""
-    # the README's three-seed tables: CNN1 and CNN3-deploy, Fashion-MNIST then MNIST
+    # the three-seed tables of docs/results.md: CNN1 and CNN3-deploy, Fashion-MNIST then MNIST
     cases = [([90.81, 90.69, 90.71], [89.68, 90.05, 90.59]),
              ([98.78, 98.73, 98.79], [98.68, 98.27, 98.24]),
              ([1.0, 2.0, 4.0, 7.0, 5.0], [0.5, 2.5, 3.0, 5.0, 5.5]),
@@ -148,6 +148,6 @@ def check_seed_gap(fn):
                if all(held) else "neither interval holds zero: the gap is more than seed noise on "
                "both" if not any(held) else
                f"only the {'MNIST' if held[0] else 'Fashion-MNIST'} interval excludes zero")
-    print(f"passed: seed_gap. On the README's three seeds CNN1 beats CNN3-deploy by {m:.2f} points "
+    print(f"passed: seed_gap. On the three seeds of docs/results.md CNN1 beats CNN3-deploy by {m:.2f} points "
           f"on Fashion-MNIST (95% interval {lo:.2f} to {hi:.2f}) and by {m2:.2f} on MNIST "
           f"({lo2:.2f} to {hi2:.2f}): {verdict}")

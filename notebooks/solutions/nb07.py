@@ -5,35 +5,37 @@ from statistics import NormalDist
 import numpy as np
 
 
-def exit_routes(route_logits, t):
-    """(depth, N, K) logits of every exit -> (N,) the first exit whose top softmax
-    probability is >= t; depth - 1 (CNN1 itself) where no head is that sure.
+def exits_taken(exit_logits, t):
+    """(depth, N, K) logits of every exit -> (N,) the exit each image takes, counted from 1:
+    the first exit whose top softmax probability is >= t; depth (CNN1's own dense layer)
+    where no head is that sure.
 
     t >= 1 means no early exit: in float32 a head's top probability can round to
     exactly 1.0, which must not count.
     """
-    depth, n, _ = route_logits.shape
+    depth, n, _ = exit_logits.shape
     if t >= 1:
-        return np.full(n, depth - 1)
-    z = route_logits[:-1]                                       # the heads, not CNN1
+        return np.full(n, depth)
+    z = exit_logits[:-1]                                        # the heads, not CNN1
     p = np.exp(z - z.max(axis=2, keepdims=True))                # softmax, max subtracted
     top = (p / p.sum(axis=2, keepdims=True)).max(axis=2)        # (depth - 1, N)
     sure = top >= t
-    # argmax finds the first True; an image no head is sure of goes to the end
-    return np.where(sure.any(axis=0), sure.argmax(axis=0), depth - 1)
+    # argmax finds the first True (row k - 1 is exit k); an image no head is sure of
+    # goes to the end
+    return np.where(sure.any(axis=0), sure.argmax(axis=0) + 1, depth)
 
 
-def exit_multiply_adds(input_shape, widths, num_classes, hidden, pool, route):
-    """Multiply-adds of an image that leaves at exit ``route``: conv layers 0..route
-    and heads 0..route, the last route's "head" being CNN1's dense layer. A head
-    averages its maps over pool x pool blocks (one addition per map value, counted as
-    a multiply-add when pool > 1), then runs its dense layers on the pooled maps."""
+def exit_multiply_adds(input_shape, widths, num_classes, hidden, pool, exit):
+    """Multiply-adds of an image that leaves at ``exit`` (1..depth): conv layers 1..exit
+    and exits 1..exit, the last exit being CNN1's dense layer. A head averages its maps
+    over pool x pool blocks (one addition per map value, counted as a multiply-add when
+    pool > 1), then runs its dense layers on the pooled maps."""
     h, w, c_in = input_shape
     total, c = 0, c_in
-    for k in range(route + 1):
-        total += h * w * widths[k] * 3 * 3 * c            # conv k: 'same' 3x3, stride 1
-        c = widths[k]
-        if k == len(widths) - 1:                           # CNN1's own dense layer
+    for k in range(1, exit + 1):
+        total += h * w * widths[k - 1] * 3 * 3 * c        # conv k: 'same' 3x3, stride 1
+        c = widths[k - 1]
+        if k == len(widths):                               # CNN1's own dense layer
             total += h * w * c * num_classes
             continue
         if pool > 1:
@@ -46,12 +48,12 @@ def exit_multiply_adds(input_shape, widths, num_classes, hidden, pool, route):
     return total
 
 
-def loss_upper_bound(routed_right, cnn1_right, confidence=0.95):
+def loss_upper_bound(cascade_right, cnn1_right, confidence=0.95):
     """One-sided upper bound of CNN1's lead by the normal approximation:
-    -mean(d) + z * std(d, ddof=1) / sqrt(N), d = routed - CNN1 per image, z the
+    -mean(d) + z * std(d, ddof=1) / sqrt(N), d = cascade - CNN1 per image, z the
     ``confidence`` quantile of the normal (1.645 for 0.95). ddof=1: the sample standard
     deviation, as the standard error of a mean uses."""
-    d = np.asarray(routed_right, dtype=np.float64) - np.asarray(cnn1_right, dtype=np.float64)
+    d = np.asarray(cascade_right, dtype=np.float64) - np.asarray(cnn1_right, dtype=np.float64)
     se = d.std(ddof=1) / np.sqrt(len(d))
     return -d.mean() + NormalDist().inv_cdf(confidence) * se
 
