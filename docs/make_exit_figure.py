@@ -3,9 +3,9 @@
     python docs/make_exit_figure.py
 
 The numbers are typed in, not recomputed: they are the sweep of MNIST seed 0 at the
-paper's settings, as notebook 7 printed it from that seed's run folder (its committed
-outputs, executed with the full settings), tabulated in docs/results.md under
-"The early exits' curve, MNIST seed 0". Test set, 10,000 images; multiply-adds as a
+paper's settings, as notebook 7 (then 07-a-router-that-pays.ipynb) printed it from that
+seed's run folder in its committed outputs at commit ea1500b, executed with the full
+settings; docs/results.md tabulates them under "The early exits' curve, MNIST seed 0". Test set, 10,000 images; multiply-adds as a
 fraction of CNN1's, the heads included.
 """
 
