@@ -3,7 +3,7 @@
 
     python data_fetch.py mnist fashion-mnist cifar100
     python data_fetch.py mnist --mirror file:///path/to/mirror     # offline / CI
-    python data_fetch.py mnist --dest ./data
+    python data_fetch.py mnist --data-dir ./data                  # --dest works too
 
 A mirror is a base URL (https://, http:// or file://) or a folder whose
 subfolders mnist/, fashion-mnist/, cifar100/ hold the files under their
@@ -25,8 +25,9 @@ def main(argv=None):
     parser.add_argument("--mirror", default=os.environ.get("NPSKIP_MIRROR"),
                         help="base URL or folder of a mirror (default: $NPSKIP_MIRROR, "
                              "else the canonical sites)")
-    parser.add_argument("--dest", default=None,
-                        help=f"data folder (default: $NPSKIP_DATA, else {default_data_dir()})")
+    parser.add_argument("--data-dir", "--dest", dest="dest", default=None,
+                        help=f"data folder, as npskip's --data-dir (default: $NPSKIP_DATA, "
+                             f"else {default_data_dir()})")
     args = parser.parse_args(argv)
     for name in args.datasets:
         try:

@@ -7,9 +7,9 @@
 Every command writes into a run folder (``--out``) and resumes from what is
 already there: finished stages are loaded, an interrupted training restarts at
 its last finished epoch. A folder made with other settings is refused (use
-another ``--out``, or ``--fresh`` to start it afresh); a stage whose inputs
-changed is redone, with everything built from it (npskip.runfolder). Every
-argument is checked before any work starts.
+another ``--out``, or ``--fresh`` to start the seeds given afresh); a file whose
+record does not match the run is redone, with everything built from it
+(npskip.harness.runfolder). Every argument is checked before any stage runs.
 """
 
 import argparse
@@ -22,12 +22,14 @@ from pathlib import Path
 from npskip.engine.checks import ConfigError
 from npskip.exits import stages as exit_stages
 from npskip.harness import checkpoint
-from npskip.harness.config import NOT_RECORDED, Config, config_dict
+from npskip.harness.config import Config, check_data
 from npskip.harness.data import DATASETS
 from npskip.harness.download import DataError
-from npskip.harness.runfolder import FolderLock, RunFolderError, differences, read_json, wipe
+from npskip.harness.runfolder import (FRESH_ADVICE, FolderLock, RunFolderError, cannot_write,
+                                      is_seed_file, wipe)
 from npskip.paper.pipeline import SeedRun, load_data
-from npskip.report import STAGES, write_report
+from npskip.report import (is_report_file, report_seeds, seed_differences, seed_folders,
+                           write_report)
 
 QUICK = {"limit": 3000, "epochs": 2}
 
@@ -71,17 +73,26 @@ def add_common(p):
 def make_config(args, seeds):
     """Config from the parsed arguments; an out-of-range one stops argparse (exit 2)
     with a message naming the option, before any data is read."""
+    # train ranks nothing: its top images only need to fit its --limit
+    top = getattr(args, "top_images", min(Config.top, args.limit or Config.top))
     try:
         return Config(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                      widths=args.widths, maps=getattr(args, "maps", 10),
-                      top=getattr(args, "top_images", 10), val_fraction=args.val_fraction,
-                      limit=args.limit, seeds=list(seeds),
+                      widths=args.widths, maps=getattr(args, "maps", 10), top=top,
+                      val_fraction=args.val_fraction, limit=args.limit, seeds=list(seeds),
                       exits=not getattr(args, "no_exits", True),
                       **{k: getattr(args, k) for k in ("exit_epochs", "exit_hidden", "exit_pool")
                          if getattr(args, k, None) is not None})
     except ConfigError as e:
-        flag = "--seed" if e.name == "seeds" and args.command == "train" else FLAGS[e.name]
-        args.parser.error(f"argument {flag}: expected {e.expected}, received {shown(e.value)}")
+        args.parser.error(refusal(args, e))
+
+
+def refusal(args, e):
+    """'argument --epochs: expected ..., received ...' for ConfigError ``e``, naming the
+    option of the command that was run (a setting it has no option for, by name)."""
+    flag = "--seed" if e.name == "seeds" and args.command == "train" else FLAGS.get(e.name)
+    if not any(flag in a.option_strings for a in args.parser._actions):
+        flag = f"{e.name} (a setting npskip {args.command} has no option for)"
+    return f"argument {flag}: expected {e.expected}, received {shown(e.value)}"
 
 
 def shown(value):
@@ -102,6 +113,8 @@ def folder_path(text, default):
 def cmd_train(args):
     config = make_config(args, [args.seed])
     out = folder_path(args.out, f"runs/cnn1-{args.dataset}-seed{args.seed}")
+    with FolderLock(out):                     # a file, unwritable or busy: said before any work
+        pass
     data = load_data(config, args.seed, args.data_dir, args.mirror)
     log(f"CNN1 on {args.dataset}: {len(data[1])} training, {len(data[3])} validation, "
         f"{len(data[5])} test images; widths {config.widths}; seed {args.seed}")
@@ -117,47 +130,49 @@ def cmd_train(args):
     return 0
 
 
-def seed_folders(out):
-    """{seed: folder} of every seed<N> folder in ``out``."""
-    found = {}
-    for p in Path(out).glob("seed*"):
-        if p.is_dir() and re.fullmatch(r"seed\d+", p.name):
-            found[int(p.name[4:])] = p
-    return dict(sorted(found.items()))
-
-
-def check_other_seeds(out, config, fresh):
-    """Refuse seed folders of ``out`` made with other settings (one report must never
-    average two configurations), or, with fresh, start every seed folder afresh."""
-    ours = {k: v for k, v in config_dict(config).items() if k not in NOT_RECORDED}
-    problems = []
+def check_seed_folders(out, config, fresh):
+    """Before any work: the seed folders to run can be locked and (unless started afresh)
+    hold these settings; every other seed folder holds these settings, stage settings
+    included, or (with fresh) is left alone and out of the report. Returns {seed: why}
+    of the seeds left out; raises RunFolderError (one report holds one configuration)."""
+    for seed in config.seeds:                 # a file, unwritable or busy: said now
+        with FolderLock(out / f"seed{seed}"):
+            pass
+    problems, left_out = [], {}
     for seed, folder in seed_folders(out).items():
-        path = folder / "settings.json"
-        if fresh:
-            with FolderLock(folder):          # not while another run works in it
-                wipe(folder)
-            continue
-        if not path.exists():
-            continue                          # SeedRun judges folders without a record
-        theirs = dict(read_json(path, "delete it, or start afresh with --fresh")
-                      .get("settings", {}))
-        theirs.pop("seed", None)
-        diff = differences(theirs, ours)
-        if diff:
+        given = seed in config.seeds
+        if (given and fresh) or not (folder / "settings.json").exists():
+            continue                          # started afresh, or judged by SeedRun / the report
+        try:
+            diff = seed_differences(folder, config, stages=not given)
+        except RunFolderError as e:
+            if given or not fresh:
+                raise
+            diff = [str(e)]
+        if diff and given:
+            raise RunFolderError(f"{folder} was made with other settings:\n  "
+                                 + "\n  ".join(diff) + "\n" + FRESH_ADVICE)
+        if diff and fresh:
+            left_out[seed] = "made with other settings: " + "; ".join(diff)
+        elif diff:
             problems.append(f"{folder}:\n    " + "\n    ".join(diff))
     if problems:
-        raise RunFolderError(f"{out} holds seeds made with other settings:\n  "
-                             + "\n  ".join(problems) + "\nUse another folder (--out DIR), or "
-                             "start this one afresh with --fresh, which deletes their stage "
-                             "files.")
-    if fresh:
-        with FolderLock(out, wait=True):
-            for p in [out / "results.json", out / "report.md", *out.glob("*.png")]:
-                p.unlink(missing_ok=True)
+        raise RunFolderError(
+            f"{out} holds seeds made with other settings, and one report holds one "
+            f"configuration:\n  " + "\n  ".join(problems) + "\nUse another folder (--out DIR), "
+            f"or pass the settings they were made with; --fresh starts afresh only the seeds "
+            f"given (--seeds) and leaves the others alone and out of the report.")
+    return left_out
 
 
-def finished(folder):
-    return all((folder / f"{s}.json").exists() for s in STAGES)
+def start_afresh(out, seeds):
+    """--fresh: delete npskip's files of the given seeds and the report, saying which."""
+    for folder, owns in [(out / f"seed{s}", is_seed_file) for s in seeds] + [(out,
+                                                                             is_report_file)]:
+        with FolderLock(folder, wait=folder == out):
+            deleted = wipe(folder, owns)
+        if deleted:
+            log(f"--fresh: deleted from {folder}: {', '.join(deleted)}")
 
 
 def cmd_reproduce(args):
@@ -167,38 +182,46 @@ def cmd_reproduce(args):
     args.epochs = 20 if args.epochs is None else args.epochs
     config = make_config(args, args.seeds)
     out = folder_path(args.out, f"runs/reproduce-{args.dataset}" + ("-quick" if args.quick else ""))
-    out.mkdir(parents=True, exist_ok=True)
-    check_other_seeds(out, config, args.fresh)
+    with FolderLock(out, wait=True):          # a file or unwritable: said before any work
+        pass
+    for seed, why in check_seed_folders(out, config, args.fresh).items():
+        log(f"seed {seed} left alone and out of the report: {why}")
     start = time.perf_counter()
     figures_from = None
     for seed in config.seeds:
         data = load_data(config, seed, args.data_dir, args.mirror)
+        if figures_from is None:
+            check_data(config, data)          # before anything is deleted or run
+            if args.fresh:
+                start_afresh(out, config.seeds)
         log(f"seed {seed}: {len(data[1])} training, {len(data[3])} validation, {len(data[5])} "
             f"test images of {args.dataset}; widths {config.widths}; {config.epochs} epochs")
         run = SeedRun(out / f"seed{seed}", config, seed, data, progress=not args.no_progress,
-                      log=log, fresh=args.fresh)
+                      log=log)
         with run.lock:                        # one run per seed folder at a time
             run.run_all()
             exit_stages.run_all(run)
         if figures_from is None:
             figures_from = (run.folder, data[0])
-    # The report covers every finished seed folder present, so seeds run side by side
-    # as separate commands end in one report; its lock makes the last writer see all.
-    with FolderLock(out, wait=True):
-        folders = {}
-        for seed, folder in seed_folders(out).items():
-            if finished(folder):
-                folders[seed] = folder
-            else:
-                log(f"seed {seed}: not finished, left out of the report (its own command "
-                    f"writes the report again when it ends)")
-        report_config = dataclasses.replace(config, seeds=list(folders))
-        results = write_report(out, report_config, folders, x_train=figures_from[1],
-                               figures_from=figures_from[0])
-    log((out / "report.md").read_text())
+    folders, results = report(out, config, figures_from)
     log(f"wrote {out / 'results.json'}, {out / 'report.md'} and figures for seeds "
         f"{list(folders)} ({time.perf_counter() - start:.0f} s this session)")
     return 0 if results else 1
+
+
+def report(out, config, figures_from):
+    """The report of every finished seed folder of this configuration present, so that
+    seeds run side by side as separate commands end in one report (its lock makes the
+    last writer see all); the others are named and left out. Returns (folders, results)."""
+    with FolderLock(out, wait=True):
+        folders, left_out = report_seeds(out, config)
+        for seed, why in left_out.items():
+            log(f"seed {seed}: left out of the report, {why}")
+        report_config = dataclasses.replace(config, seeds=list(folders))
+        results = write_report(out, report_config, folders, x_train=figures_from[1],
+                               figures_from=figures_from[0], left_out=left_out)
+    log((out / "report.md").read_text())
+    return folders, results
 
 
 def widths_value_first(argv):
@@ -255,10 +278,12 @@ def main(argv=None):
     except (DataError, checkpoint.CheckpointError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except ConfigError as e:                 # a range that needs the data (top <= images)
-        print(f"error: argument {FLAGS.get(e.name, e.name)}: expected {e.expected}, "
-              f"received {e.value!r}", file=sys.stderr)
+    except ConfigError as e:                 # a range that needs the data (SeedRun checks)
+        print(f"error: {refusal(args, e)}", file=sys.stderr)
         return 2
+    except OSError as e:                     # a write outside runfolder.atomic_write
+        print(f"error: {cannot_write(e.filename or 'a file', e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # Every file is written whole or not at all, so nothing is lost: the stages
         # done are kept, and a training restarts at its last finished epoch.

@@ -2,17 +2,20 @@
 
 Numbers come only from the stage files of the run; nothing here computes a
 result, so the report cannot disagree with what was measured. Several seeds
-are summarised as mean and (population) standard deviation over the seeds.
+are summarised as mean and (population) standard deviation over the seeds, and
+only seeds of one configuration: a seed folder whose settings (its stages' own
+included) differ from the command's is named and left out (``report_seeds``).
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from npskip.exits import report as exits_report
-from npskip.harness.checkpoint import atomic_write
-from npskip.harness.config import config_dict
-from npskip.harness.runfolder import read_json, write_json
+from npskip.harness.config import NOT_RECORDED, config_dict
+from npskip.harness.runfolder import (REBUILD_ADVICE, SETTINGS, RunFolderError, atomic_write,
+                                      differences, read_json, read_record, write_json)
 from npskip.paper.pipeline import PAPER
 
 # The top-images figures draw at most this many maps and images per map: a figure
@@ -21,6 +24,66 @@ MAPS_DRAWN, TOP_DRAWN = 10, 10
 STAGES = ("cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
           "efficiency")
 DROP = {"history", "stage_seconds", "made_from"}
+# The files of a report (and their temporary names): --fresh deletes these and nothing else.
+_NAMES = (r"results\.json|report\.md|training_curves\.png|cnn2_confusion\.png|"
+          r"accuracy_vs_compute\.png|accuracy_compute_curve\.png|top_images_conv\d+\.png")
+REPORT_FILES = re.compile(rf"(?:{_NAMES})|\.(?:{_NAMES})\.\d+\.tmp")
+
+
+def is_report_file(name):
+    return bool(REPORT_FILES.fullmatch(name))
+
+
+def stage_names(config):
+    """The stages a finished seed folder of ``config`` holds."""
+    return STAGES + (tuple(s for _, s in exits_report.STAGE_NAMES) if config.exits else ())
+
+
+def seed_folders(out):
+    """{seed: folder} of every seed<N> folder in ``out``."""
+    found = {}
+    for p in Path(out).glob("seed*"):
+        if p.is_dir() and re.fullmatch(r"seed\d+", p.name):
+            found[int(p.name[4:])] = p
+    return dict(sorted(found.items()))
+
+
+def seed_differences(folder, config, stages=True):
+    """How a seed folder's records differ from ``config`` (the seed aside), one line per
+    setting; [] if they agree. Compared: its settings.json and, with stages, the
+    settings of its own that each stage file of ``config``'s stages records (the exit
+    heads', say). RunFolderError if settings.json is unreadable."""
+    folder = Path(folder)
+    cfg = config_dict(config)
+    ours = {k: v for k, v in cfg.items() if k not in NOT_RECORDED}
+    theirs = dict(read_json(folder / SETTINGS, REBUILD_ADVICE).get("settings", {}))
+    theirs.pop("seed", None)
+    diff = differences(theirs, ours)
+    for stage in stage_names(config) if stages else ():
+        made = read_record(folder / f"{stage}.json") or {}
+        own = {k: v for k, v in (made.get("settings") or {}).items()
+               if k in cfg and k not in ours and k != "seed"}
+        diff += differences(own, {k: cfg[k] for k in own}, f"{stage}: ")
+    return diff
+
+
+def report_seeds(out, config):
+    """The seed folders of ``out`` one report of ``config`` may summarise: ({seed: folder},
+    {seed: why it is left out}): finished, and made with ``config``'s settings."""
+    included, left_out = {}, {}
+    for seed, folder in seed_folders(out).items():
+        try:
+            diff = seed_differences(folder, config) if (folder / SETTINGS).exists() else []
+        except RunFolderError as e:
+            diff = [str(e)]
+        missing = [s for s in stage_names(config) if not (folder / f"{s}.json").exists()]
+        if diff:
+            left_out[seed] = "made with other settings: " + "; ".join(diff)
+        elif missing:
+            left_out[seed] = f"not finished: {', '.join(missing)} still to run"
+        else:
+            included[seed] = folder
+    return included, left_out
 
 
 def seed_results(folder, config=None):
@@ -72,7 +135,7 @@ def _unflatten(flat):
     return out
 
 
-def summarize(config, per_seed):
+def summarize(config, per_seed, left_out=None):
     """results.json content: the figures (mean over seeds), their std, and every seed's own."""
     flats = [_flatten(r) for r in per_seed.values()]
     if len(flats) == 1:                 # one seed: its own figures, exactly as measured
@@ -98,7 +161,8 @@ def summarize(config, per_seed):
     results = _unflatten(mean)
     results.update({"config": config_dict(config), "seeds": list(per_seed), "paper": PAPER,
                     "std_over_seeds": _unflatten(std) if std is not None else None,
-                    "per_seed": {str(s): r for s, r in per_seed.items()}})
+                    "per_seed": {str(s): r for s, r in per_seed.items()},
+                    "left_out": {str(s): why for s, why in (left_out or {}).items()}})
     return results
 
 
@@ -141,7 +205,9 @@ def markdown(results):
         f"{cfg['batch_size']}; ranking of the first {cfg['maps']} maps, top {cfg['top']} images"
         + (f"; **subset: first {cfg['limit']} training images**" if cfg.get("limit") else "")
         + ". Figures are means over seeds (± standard deviation across seeds) or, for one seed, "
-          "with a 95% Wilson interval; n is the number of test images.",
+          "with a 95% Wilson interval; n is the number of test images."
+        + "".join(f" **Left out: seed {s}**, {why}." for s, why in
+                  results.get("left_out", {}).items()),
         "",
         "| quantity | paper (MNIST) | npskip |",
         "| --- | --- | --- |",
@@ -324,15 +390,17 @@ def draw_top_images(out, tops, x_train):
     return written
 
 
-def write_report(out, config, seed_folders, x_train=None, figures_from=None):
+def write_report(out, config, seed_folders, x_train=None, figures_from=None, left_out=None):
     """Write results.json, report.md and (if x_train is given) the figures into ``out``.
 
-    seed_folders: {seed: folder}, every one finished. figures_from: the seed folder
-    x_train belongs to (default the first). Everything is built before anything is
-    written, and each file is written atomically: a failure leaves the old report.
+    seed_folders: {seed: folder}, every one finished and made with ``config``'s
+    settings (report_seeds); left_out: {seed: why}, named in both files.
+    figures_from: the seed folder x_train belongs to (default the first). Everything
+    is built before anything is written, and each file is written atomically: a
+    failure leaves the old report.
     """
     per_seed = {seed: seed_results(folder, config) for seed, folder in seed_folders.items()}
-    results = summarize(config, per_seed)
+    results = summarize(config, per_seed, left_out)
     text = markdown(results)
     write_json(Path(out) / "results.json", results)
     atomic_write(Path(out) / "report.md", lambda f: f.write(text.encode()))

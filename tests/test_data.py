@@ -213,8 +213,9 @@ def test_load_without_data_names_the_command(tmp_path):
 
 
 def test_unreachable_mirror_says_what_to_do(tmp_path):
+    # --data-dir, as npskip names it (--dest, the older name, works too)
     cmd = [sys.executable, str(REPO / "data_fetch.py"), "mnist",
-           "--mirror", (tmp_path / "nowhere").as_uri(), "--dest", str(tmp_path / "d")]
+           "--mirror", (tmp_path / "nowhere").as_uri(), "--data-dir", str(tmp_path / "d")]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 1
     assert "nowhere/mnist/train-images-idx3-ubyte.gz" in run.stderr and "--mirror" in run.stderr
@@ -226,7 +227,7 @@ def test_a_dest_that_cannot_be_written_says_so_not_offline(fake_mirror, tmp_path
            "--dest", str(tmp_path / "afile" / "data")]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
-    assert "cannot write" in run.stderr and "--dest" in run.stderr
+    assert "cannot write" in run.stderr and "--data-dir" in run.stderr
     assert "offline" not in run.stderr and "use a mirror" not in run.stderr
 
 
@@ -236,7 +237,7 @@ def test_a_read_only_dest_says_so(fake_mirror, tmp_path, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied", str(self))
     monkeypatch.setattr(Path, "mkdir", read_only)
     with pytest.raises(download.WriteError, match="cannot write .*Permission denied; choose a "
-                                                  "folder you can write with --dest"):
+                                                  "folder you can write with --data-dir"):
         fetch("mnist", data_dir=tmp_path / "ro", mirror=str(fake_mirror))
 
 
@@ -456,3 +457,21 @@ def test_data_fetch_ctrl_c_says_how_to_resume(monkeypatch, capsys):
     monkeypatch.setattr(data_fetch, "fetch", interrupted)
     assert data_fetch.main(["mnist"]) == 130
     assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_a_corrupted_data_file_is_named_with_the_way_out(tmp_path, capsys):
+    from npskip import cli
+    data_dir = tmp_path / "data"
+    fetch("mnist", data_dir=data_dir, mirror=MIRROR.as_uri())
+    victim = data_dir / "mnist" / "train-labels-idx1-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:-100])       # changed after it was verified
+    argv = ["train", "--limit", "300", "--epochs", "1", "--no-progress", "--data-dir",
+            str(data_dir), "--mirror", MIRROR.as_uri(), "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{victim}: cannot read or decompress" in err and "Traceback" not in err, err
+    assert "delete the file and rerun: it is fetched again (or run python data_fetch.py " \
+           f"mnist --data-dir {data_dir}, which keeps it as .bad)" in err
+    assert "--dest" not in err and len(err.strip().splitlines()) == 1
+    victim.unlink()                                       # the way out
+    assert cli.main(argv) == 0

@@ -6,6 +6,7 @@ The runs here are tiny (300 training images, one epoch, the paper's stages only)
 what is tested is the bookkeeping, not the numbers.
 """
 
+import errno
 import json
 import math
 import shutil
@@ -28,11 +29,13 @@ from npskip.harness.runfolder import write_json
 from npskip.paper.pipeline import SeedRun, load_data
 from npskip.harness.runfolder import FolderLock, RunFolderError
 from npskip.harness.checkpoint import fit_resumable
+from npskip.report import report_seeds
 
 from test_data import MIRROR
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--limit", "300", "--epochs", "1", "--no-exits", "--no-progress"]
+EXITS = ["--limit", "300", "--epochs", "1", "--exit-epochs", "1", "--no-progress"]
 PAPER_STAGES = ["cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
                 "efficiency"]
 
@@ -114,18 +117,57 @@ def test_config_widths_must_hold_the_ranked_maps():
 
 
 def test_config_top_must_fit_the_limit():
-    with pytest.raises(ConfigError, match=r"top: expected an integer in 1\.\.5, received 10"):
-        Config(limit=5, top=10)
+    with pytest.raises(ConfigError, match=r"top: expected an integer in 3\.\.5 \(distinct "
+                                          r"training images per map.*received 10"):
+        Config(limit=5, top=10, exits=False)
+    assert Config(limit=5, top=5, exits=False).top == 5
+
+
+@pytest.mark.parametrize("settings, named", [
+    ({"limit": 4}, r"limit: expected an integer >= 10 with the early exits: .* at least 2 of "
+                   r"each .*exits=False or --no-exits"),
+    ({"limit": 2, "exits": False}, r"limit: expected an integer >= 3"),
+    ({"top": 2}, r"top: expected an integer >= 3 "),
+    ({"exit_pool": 5}, r"exit_pool: expected an integer that divides the 28x28 maps of mnist: "
+                       r"1, 2, 4, 7, 14, 28, received 5"),
+    ({"exit_pool": 1000}, r"exit_pool: .* received 1000"),
+    ({"dataset": "cifar100", "exit_pool": 3}, r"divides the 32x32 maps of cifar100: 1, 2, 4, 8"),
+])
+def test_config_refuses_what_the_stages_and_their_statistics_cannot_use(settings, named):
+    # each of these used to run every paper stage and then end in a traceback
+    with pytest.raises(ConfigError, match=named):
+        Config(**settings)
+
+
+def test_a_setting_that_does_not_fit_the_data_is_refused_before_any_stage(tmp_path):
+    x, y, *_ = _made_up_data()                          # 6x6 images
+    data = (x, y, x[:1], y[:1], x[:5], y[:5], (6, 6, 1), 10)
+    with pytest.raises(ConfigError, match=r"val_fraction: expected a fraction that leaves at "
+                                          r"least 2 validation image\(s\) \(it leaves 1\)"):
+        SeedRun(tmp_path / "a", Config(limit=20), 0, data, log=lambda m: None)
+    with pytest.raises(ConfigError, match=r"exit_pool: expected an integer that divides the "
+                                          r"6x6 maps of these images: 1, 2, 3, 6, received 4"):
+        SeedRun(tmp_path / "b", Config(limit=20, exit_pool=4), 0, _made_up_data(),
+                log=lambda m: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("argv, named", [
     (["--epochs", "0"], "argument --epochs: expected an integer >= 1, received 0"),
     (["--epochs", "-3"], "argument --epochs: expected an integer >= 1, received -3"),
-    (["--limit", "0"], "argument --limit: expected an integer >= 1, received 0"),
-    (["--limit", "-5"], "argument --limit: expected an integer >= 1, received -5"),
+    (["--limit", "0"], "argument --limit: expected an integer >= 10 with the early exits"),
+    (["--limit", "-5"], "argument --limit: expected an integer >= 10"),
+    (["--limit", "4", "--top-images", "1"], "argument --limit: expected an integer >= 10"),
+    (["--limit", "4", "--top-images", "1", "--no-exits"],
+     "argument --top-images: expected an integer in 3..4"),
+    (["--limit", "2", "--no-exits"], "argument --limit: expected an integer >= 3"),
+    (["--exit-pool", "5"], "argument --exit-pool: expected an integer that divides the 28x28 "
+                           "maps of mnist: 1, 2, 4, 7, 14, 28, received 5"),
+    (["--exit-pool", "1000"], "argument --exit-pool: expected an integer that divides"),
+    (["--dataset", "cifar100", "--exit-pool", "7"], "maps of cifar100: 1, 2, 4, 8, 16, 32"),
     (["--maps", "0"], "argument --maps: expected an integer >= 1, received 0"),
     (["--maps", "17"], "argument --widths: expected at least 17 maps in every layer"),
-    (["--top-images", "0"], "argument --top-images: expected an integer >= 1, received 0"),
+    (["--top-images", "0"], "argument --top-images: expected an integer >= 3 (distinct"),
     (["--val-fraction", "1.5"], "argument --val-fraction: expected a number in (0, 1)"),
     (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, received 0"),
     (["--seeds", "-1"], "argument --seeds: expected an integer >= 0, received -1"),
@@ -151,12 +193,31 @@ def test_train_refuses_zero_epochs_and_a_negative_seed(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
-def test_too_few_labelled_images_for_cnn2_is_a_message(tmp_path, data_dir, capsys):
+def test_train_names_only_its_own_options(tmp_path, capsys):
+    rc, _, err = npskip("train", "--limit", "1", "--out", tmp_path / "t",
+                        data_dir=tmp_path / "d", capsys=capsys)
+    assert rc == 2 and "argument --limit: expected an integer >= 3" in err, err
+    assert "--top-images" not in err and not (tmp_path / "t").exists()
+
+
+def test_too_few_labelled_images_for_cnn2_is_refused_before_any_work(tmp_path, capsys):
+    # three top images per map guarantee images for each of CNN2's three splits
     rc, _, err = npskip("reproduce", "--limit", "5", "--maps", "1", "--top-images", "1",
                         "--epochs", "1", "--no-exits", "--no-progress", "--out",
-                        tmp_path / "run", data_dir=data_dir, capsys=capsys)
-    assert rc == 2 and "argument --top-images: expected more labelled images" in err, err
-    assert "raise --top-images, --maps or --limit" in err
+                        tmp_path / "run", data_dir=tmp_path / "data", capsys=capsys)
+    assert rc == 2 and "argument --top-images: expected an integer in 3..5" in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_setting_that_needs_the_data_is_refused_before_any_stage(tmp_path, data_dir,
+                                                                   capsys):
+    # 0.00002 of 60,000 images is one validation image: the exits' statistics need two
+    rc, out, err = npskip("reproduce", "--val-fraction", "0.00002", "--epochs", "1",
+                          "--no-progress", "--out", tmp_path / "run", data_dir=data_dir,
+                          capsys=capsys)
+    assert rc == 2 and "argument --val-fraction: expected a fraction that leaves at least 2 " \
+                       "validation image(s) (it leaves 1)" in err, err
+    assert ran(out) == [] and not list((tmp_path / "run").rglob("*.json"))
 
 
 def test_fit_refuses_zero_epochs_and_writes_nothing(rng, tmp_path):
@@ -194,16 +255,26 @@ def test_rerun_with_other_settings_is_refused_naming_them(argv, named, run_copy,
     assert snapshot(run_copy) == before                 # nothing touched
 
 
-def test_fresh_starts_the_folder_afresh(run_copy, data_dir, capsys):
+def test_fresh_starts_afresh_only_the_seeds_given(run_copy, data_dir, capsys):
     shutil.copytree(run_copy / "seed0", run_copy / "seed3")     # another finished seed
+    seed3 = snapshot(run_copy / "seed3")
     args = [a for a in TINY if a not in ("--epochs", "1")]
     rc, out, err = npskip("reproduce", *args, "--epochs", "2", "--fresh", "--out", run_copy,
                           data_dir=data_dir, capsys=capsys)
     assert rc == 0, err
     assert ran(out) == PAPER_STAGES
+    assert f"--fresh: deleted from {run_copy / 'seed0'}: cnn1.json, cnn1.npz, cnn2.json" in out
+    assert f"--fresh: deleted from {run_copy}: accuracy_vs_compute.png, cnn2_confusion.png, " \
+           f"report.md, results.json, top_images_conv1.png" in out
+    # seed 3, made with 1 epoch, is not deleted, and not averaged in: named and left out
+    assert snapshot(run_copy / "seed3") == seed3
+    assert "seed 3 left alone and out of the report: made with other settings: epochs: 1 " \
+           "in the folder, 2 now" in out
     results = json.loads((run_copy / "results.json").read_text())
     assert results["config"]["epochs"] == 2 and results["seeds"] == [0]
-    assert not [p for p in (run_copy / "seed3").iterdir() if p.suffix in (".json", ".npz")]
+    assert "epochs: 1 in the folder, 2 now" in results["left_out"]["3"]
+    assert "**Left out: seed 3**, made with other settings: epochs: 1 in the folder, 2 now" \
+        in (run_copy / "report.md").read_text()
     assert len(json.loads((run_copy / "seed0" / "cnn1.json").read_text())["history"]["loss"]) == 2
     assert json.loads((run_copy / "seed0" / "settings.json").read_text())["settings"]["epochs"] == 2
 
@@ -231,10 +302,19 @@ def test_a_notebook_changing_one_setting_is_refused(tiny, data_dir):
         SeedRun(tiny / "seed0", config, 0, data, log=lambda m: None)
 
 
-def test_a_folder_without_a_settings_record_is_refused(run_copy, data_dir, capsys):
-    (run_copy / "seed0" / "settings.json").unlink()       # as an older npskip left it
+def test_files_without_a_record_and_no_settings_record_are_refused(run_copy, data_dir, capsys):
+    seed = run_copy / "seed0"
+    (seed / "settings.json").unlink()                     # as an older npskip left it:
+    cnn2 = json.loads((seed / "cnn2.json").read_text())   # stage records without data or seed
+    cnn2["made_from"] = {"inputs": {}, "settings": {}, "outputs": {}}
+    (seed / "cnn2.json").write_text(json.dumps(cnn2))
+    before = snapshot(run_copy)
     rc, _, err = npskip("reproduce", *TINY, "--out", run_copy, data_dir=data_dir, capsys=capsys)
-    assert rc == 1 and "no settings.json" in err and "--fresh" in err, err
+    assert rc == 1 and "has no settings.json, and not every npskip file in it was made by " \
+                       "this run" in err and "--fresh" in err, err
+    assert "cnn2.json: its record does not say which data, seed and settings made it" in err
+    assert "cnn1.json" not in err                       # its record proves it
+    assert snapshot(run_copy) == before
 
 
 def test_other_data_in_the_same_folder_is_refused(tiny, data_dir):
@@ -243,6 +323,114 @@ def test_other_data_in_the_same_folder_is_refused(tiny, data_dir):
     data[0] = data[0][::-1].copy()                        # same settings, other images
     with pytest.raises(RunFolderError, match="data: arrays_sha256"):
         SeedRun(tiny / "seed0", config, 0, tuple(data), log=lambda m: None)
+
+
+def test_fresh_deletes_only_the_files_npskip_wrote_and_says_which(tmp_path, data_dir, capsys):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "package.json").write_text("{}")
+    (proj / "my_experiment.npz").write_bytes(b"mine")
+    base = ["train", "--limit", "300", "--epochs", "1", "--no-progress", "--out", proj]
+    rc, out, err = npskip(*base, data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err                       # other files are no business of npskip's
+    assert "stage files" not in out + err and "copied in" not in out + err
+    rc, out, err = npskip(*base, "--fresh", data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    assert f"starting {proj} afresh: deleted cnn1.json, cnn1.npz, settings.json" in out
+    assert (proj / "package.json").read_text() == "{}"
+    assert (proj / "my_experiment.npz").read_bytes() == b"mine"
+
+
+def test_fresh_for_one_seed_leaves_other_seeds_and_foreign_files_alone(run_copy, data_dir,
+                                                                        capsys):
+    (run_copy / "my_plot.png").write_bytes(b"mine")
+    (run_copy / "seed0" / "my_notes.json").write_text("{}")
+    seed0 = snapshot(run_copy / "seed0")
+    rc, out, err = npskip("reproduce", *TINY, "--seeds", "1", "--fresh", "--out", run_copy,
+                          data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    assert snapshot(run_copy / "seed0") == seed0          # finished, and not given
+    assert (run_copy / "my_plot.png").read_bytes() == b"mine"
+    assert "my_plot.png" not in out and str(run_copy / "seed0") not in out
+    results = json.loads((run_copy / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and results["left_out"] == {}      # same settings
+
+
+# --------------------------------------------------------------------------
+# every stage file and checkpoint records what made it: another run's is redone
+# --------------------------------------------------------------------------
+
+def test_a_cnn1_trained_on_other_data_is_trained_afresh_not_resumed(run_copy, tmp_path,
+                                                                   data_dir, capsys):
+    # the issue's first case: a Fashion-MNIST CNN1 copied over a finished MNIST run's
+    other = tmp_path / "fashion"
+    rc, _, err = npskip("train", "--dataset", "fashion-mnist", "--limit", "300", "--epochs",
+                        "1", "--no-progress", "--out", other, data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    reference = json.loads((run_copy / "results.json").read_text())["cnn1"]
+    shutil.copy(other / "cnn1.npz", run_copy / "seed0" / "cnn1.npz")
+    rc, out, err = npskip("reproduce", *TINY, "--out", run_copy, data_dir=data_dir,
+                          capsys=capsys)
+    assert rc == 0, err
+    assert "resuming" not in out
+    assert "[seed 0] cnn1.npz was not made by this run (dataset is 'mnist' now, " \
+           "'fashion-mnist' then; made from other images or labels): training afresh" in out
+    assert ran(out)[:2] == ["cnn1 (redone)", "ranking (redone)"], out
+    results = json.loads((run_copy / "results.json").read_text())
+    assert results["cnn1"]["test_accuracy"] == reference["test_accuracy"]     # bit for bit
+    _made_from_holds(run_copy / "seed0")
+
+
+def test_a_cnn1_of_another_seed_or_epoch_count_is_never_resumed(tmp_path, data_dir, capsys):
+    base = ["train", "--limit", "300", "--no-progress"]
+    for seed, epochs in ((0, 1), (1, 1), (1, 2)):
+        rc, _, err = npskip(*base, "--seed", seed, "--epochs", epochs, "--out",
+                            tmp_path / f"s{seed}e{epochs}", data_dir=data_dir, capsys=capsys)
+        assert rc == 0, err
+    s0, s1, s1e2 = tmp_path / "s0e1", tmp_path / "s1e1", tmp_path / "s1e2"
+    accuracy = json.loads((s1 / "cnn1.json").read_text())["test_accuracy"]
+    # seed 0's CNN1 and its JSON, copied into seed 1's folder: redone, not evaluated
+    for name in ("cnn1.npz", "cnn1.json"):
+        shutil.copy(s0 / name, s1 / name)
+    rc, out, err = npskip(*base, "--seed", "1", "--epochs", "1", "--out", s1,
+                          data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    assert "[seed 1] cnn1: redoing (seed is 1 now, 0 then; made from other images or " \
+           "labels)" in out
+    assert "cnn1.npz was not made by this run (seed is 1 now, 0 then" in out
+    assert json.loads((s1 / "cnn1.json").read_text())["test_accuracy"] == accuracy
+    # a 1-epoch CNN1 in a 2-epoch folder: trained afresh, not "resumed after epoch 1"
+    shutil.copy(s1 / "cnn1.npz", s1e2 / "cnn1.npz")
+    rc, out, err = npskip(*base, "--seed", "1", "--epochs", "2", "--out", s1e2,
+                          data_dir=data_dir, capsys=capsys)
+    assert rc == 0 and "resuming" not in out, err
+    assert "cnn1.npz was not made by this run (epochs is 2 now, 1 then): training afresh" in out
+    # and into an empty folder it is refused, naming why, with nothing overwritten
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(s0 / "cnn1.npz", empty / "cnn1.npz")
+    rc, out, err = npskip(*base, "--seed", "1", "--epochs", "2", "--out", empty,
+                          data_dir=data_dir, capsys=capsys)
+    assert rc == 1 and "has no settings.json, and not every npskip file in it was made by " \
+                       "this run:\n  cnn1.npz: epochs is 2 now, 1 then; seed is 1 now, 0 " \
+                       "then; made from other images or labels" in err, err
+    assert (empty / "cnn1.npz").read_bytes() == (s0 / "cnn1.npz").read_bytes()
+
+
+def test_a_cnn1_of_npskip_train_serves_a_reproduction_with_its_settings(tmp_path, data_dir,
+                                                                         capsys):
+    # the records say what made a file, not which command: the same settings, the same file
+    rc, _, err = npskip("train", "--limit", "300", "--epochs", "1", "--no-progress", "--out",
+                        tmp_path / "t", data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    (tmp_path / "run" / "seed0").mkdir(parents=True)
+    for name in ("cnn1.npz", "cnn1.json"):
+        shutil.copy(tmp_path / "t" / name, tmp_path / "run" / "seed0" / name)
+    rc, out, err = npskip("reproduce", *TINY, "--out", tmp_path / "run", data_dir=data_dir,
+                          capsys=capsys)
+    assert rc == 0, err
+    assert "[seed 0] cnn1: done before, loaded cnn1.json" in out
+    assert "records of its files (cnn1.json, cnn1.npz) show this data, seed and settings" in out
 
 
 # --------------------------------------------------------------------------
@@ -303,7 +491,7 @@ def test_a_checkpoint_trained_on_other_inputs_is_not_resumed(rng, tmp_path):
                   made_from={"a.npz": "1"}, **kw)
     _, hist = fit_resumable(SkipCNN((6, 6, 1), 2, (10, 10)), tmp_path / "m.npz", x, y,
                             made_from={"a.npz": "2"}, **{**kw, "epochs": 2})
-    assert "m.npz was trained from other inputs; training afresh" in logs
+    assert "m.npz was not made by this run (its record differs): training afresh" in logs
     assert len(hist["loss"]) == 2
     assert checkpoint.load(tmp_path / "m.npz", with_optimizer=True)[2]["made_from"] == \
         {"a.npz": "2"}
@@ -366,6 +554,64 @@ def test_an_empty_checkpoint_without_its_json_is_named(run_copy, data_dir, capsy
     assert "delete" in err
 
 
+def test_a_garbled_settings_record_has_a_way_out_that_keeps_the_stages(run_copy, data_dir,
+                                                                        capsys):
+    path = run_copy / "seed0" / "settings.json"
+    record = path.read_text()
+    path.write_text('{"settings": {"epo')
+    rc, out, err = npskip("reproduce", *TINY, "--out", run_copy, data_dir=data_dir,
+                          capsys=capsys)
+    assert rc == 1 and "settings.json: truncated or not valid JSON" in err, err
+    assert "delete it and rerun the same command: npskip writes it again when the records of " \
+           "the stage files prove" in err and "Traceback" not in err
+    path.unlink()                                       # the way out
+    rc, out, err = npskip("reproduce", *TINY, "--out", run_copy, data_dir=data_dir,
+                          capsys=capsys)
+    assert rc == 0, err
+    assert ran(out) == [] and "kept, and settings.json written again" in out
+    assert json.loads(path.read_text()) == json.loads(record)
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_an_out_that_is_a_file_is_named_with_the_way_out(command, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    for out, said in ((tmp_path / "afile", "afile is a file, not a folder; choose a folder "
+                                            "(--out DIR)"),
+                      (tmp_path / "afile" / "run", "a file stands where a folder should be; "
+                                                   "choose a folder (--out DIR)")):
+        rc, _, err = npskip(command, "--limit", "300", "--epochs", "1", "--out", out,
+                            data_dir=tmp_path / "data", capsys=capsys)
+        assert rc == 1 and said in err and "Traceback" not in err, err
+    assert not (tmp_path / "data").exists()               # said before any work
+
+
+def test_an_out_that_cannot_be_written_is_named_with_the_way_out(tmp_path, capsys, monkeypatch):
+    # (the tests may run as root, whom chmod does not stop: the refusal is simulated)
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    rc, _, err = npskip("reproduce", *TINY, "--out", tmp_path / "ro", data_dir=tmp_path / "d",
+                        capsys=capsys)
+    assert rc == 1 and "Traceback" not in err, err
+    assert f"cannot write {tmp_path / 'ro'}: Permission denied; choose a folder you can " \
+           f"write (--out DIR)" in err
+
+
+def test_a_full_disk_is_named_and_the_rerun_resumes(tmp_path, data_dir, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    base = ["train", "--limit", "300", "--epochs", "1", "--no-progress", "--out", tmp_path / "t"]
+    with monkeypatch.context() as m:
+        m.setattr(np, "savez", full)
+        rc, _, err = npskip(*base, data_dir=data_dir, capsys=capsys)
+    assert rc == 1 and "Traceback" not in err, err
+    assert f"cannot write {tmp_path / 't' / 'cnn1.npz'}: the disk is full; free some space and " \
+           f"rerun the same command" in err
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [".lock", "settings.json"]
+    rc, out, err = npskip(*base, data_dir=data_dir, capsys=capsys)
+    assert rc == 0 and "test accuracy" in out, err
+
+
 # --------------------------------------------------------------------------
 # one run per folder; seeds side by side end in one report
 # --------------------------------------------------------------------------
@@ -403,6 +649,45 @@ def test_seeds_run_as_separate_commands_end_in_one_report(run_copy, data_dir, ca
     assert results["seeds"] == [0, 1] and set(results["per_seed"]) == {"0", "1"}
     assert results["config"]["seeds"] == [0, 1]
     assert "Seeds [0, 1]" in (run_copy / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_exits(tmp_path_factory, data_dir):
+    """One finished tiny run with the early exits (seed 0, heads of 64 hidden units)."""
+    out = tmp_path_factory.mktemp("tiny_exits") / "run"
+    rc = cli.main(["reproduce", *EXITS, "--out", str(out), "--data-dir", str(data_dir),
+                   "--mirror", MIRROR.as_uri()])
+    assert rc == 0
+    return out
+
+
+def test_one_report_never_averages_two_exit_head_settings(tiny_exits, tmp_path, data_dir,
+                                                          capsys):
+    # the issue's third case: seed 1 with one dense layer per head beside seed 0 with 64 units
+    out = tmp_path / "run"
+    shutil.copytree(tiny_exits, out)
+    before, seed0 = snapshot(out), snapshot(out / "seed0")
+    argv = ["reproduce", *EXITS, "--exit-hidden", "0", "--seeds", "1", "--out", out]
+    rc, text, err = npskip(*argv, data_dir=data_dir, capsys=capsys)
+    assert rc == 1 and "holds seeds made with other settings, and one report holds one " \
+                       "configuration" in err, err
+    assert "exits: exit_hidden: 64 in the folder, 0 now" in err and "--fresh" in err
+    assert ran(text) == [] and snapshot(out) == before
+    # --fresh starts seed 1 afresh; seed 0 is left alone, named, and left out
+    rc, text, err = npskip(*argv, "--fresh", data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    assert snapshot(out / "seed0") == seed0
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [1] and list(results["left_out"]) == ["0"]
+    assert "exits: exit_hidden: 64 in the folder, 0 now" in results["left_out"]["0"]
+    assert "**Left out: seed 0**" in (out / "report.md").read_text()
+
+
+def test_a_seed_without_the_exit_stages_is_left_out_of_a_report_with_them(tiny):
+    folders, left_out = report_seeds(tiny, Config(limit=300, epochs=1))
+    assert folders == {} and left_out == {0: "not finished: exits, exit_curve still to run"}
+    folders, left_out = report_seeds(tiny, Config(limit=300, epochs=1, exits=False))
+    assert list(folders) == [0] and left_out == {}
 
 
 def test_the_report_figures_cap_the_images_they_draw(tmp_path):

@@ -11,7 +11,10 @@ import pytest
 from npskip.harness import checkpoint
 from npskip.harness.checkpoint import fit_resumable
 from npskip.harness.data import as_float32, fetch, load
+from npskip.harness.runfolder import RunFolderError
+from npskip.engine.layers import Conv2D, Dense
 from npskip.engine.model import SkipCNN
+from npskip.exits.heads import ExitCNN
 from npskip.engine.optim import RMSprop
 from npskip.engine.train import evaluate, fit, predict, predict_by_route
 
@@ -167,7 +170,7 @@ def test_a_failed_save_keeps_the_old_checkpoint(rng, tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(checkpoint.np, "savez", crash)
     model.dense.params["W"][:] = 0
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RunFolderError, match="cannot write .*m.npz: disk full"):
         checkpoint.save(path, model)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
@@ -230,3 +233,24 @@ def test_every_bad_checkpoint_entry_is_a_checkpoint_error(entry, value, message,
     with pytest.raises(checkpoint.CheckpointError, match=message) as e:
         checkpoint.load(path, with_optimizer=True)
     assert "bad.npz" in str(e.value)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: Conv2D(1, 4, stride=2.5), "stride: expected an integer >= 1, received 2.5"),
+    (lambda: Conv2D(1, 4, kernel_size=0), "kernel_size: expected an integer >= 1, received 0"),
+    (lambda: Conv2D(0, 4), "in_channels: expected an integer >= 1, received 0"),
+    (lambda: Conv2D(1, -4), "out_channels: expected an integer >= 1, received -4"),
+    (lambda: Dense(0, 3), "in_features: expected an integer >= 1, received 0"),
+    (lambda: SkipCNN((6, 6, 1), 0), "num_classes: expected an integer >= 1, received 0"),
+    (lambda: SkipCNN((6, 6, 1), 2, widths=(10, 2.5)), r"widths: expected one or more "
+                                                     r"positive ints, received \(10, 2.5\)"),
+    (lambda: SkipCNN((6, 0, 1), 2), r"input_shape: expected \(H, W, C\) positive ints"),
+    (lambda: ExitCNN(SkipCNN((6, 6, 1), 2, (10, 10)), hidden=-1),
+     "hidden: expected an integer >= 0, received -1"),
+    (lambda: ExitCNN(SkipCNN((6, 6, 1), 2, (10, 10)), pool=0),
+     "pool: expected an integer >= 1, received 0"),
+])
+def test_a_bad_layer_argument_is_named_where_it_is_given(build, message):
+    # not a numba typing error or a NumPy one from deep inside, and never accepted
+    with pytest.raises(ValueError, match=message):     # ConfigError is a ValueError
+        build()

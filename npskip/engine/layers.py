@@ -18,7 +18,7 @@ have the same dtype as the parameters.
 import numpy as np
 
 from npskip.engine import kernels, reference
-from npskip.engine.checks import check_array
+from npskip.engine.checks import check_array, check_int
 
 
 def glorot_uniform(shape, fan_in, fan_out, rng, dtype):
@@ -92,9 +92,11 @@ class Conv2D(Layer):
         kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
         if padding not in ("same", "valid"):
             raise ValueError(f"padding: expected 'same' or 'valid', received {padding!r}")
-        if stride < 1 or kh < 1 or kw < 1:
-            raise ValueError(f"stride and kernel size must be >= 1, received {stride}, {(kh, kw)}")
-        self.in_channels, self.out_channels = in_channels, out_channels
+        # ints >= 1, said here: the numba kernels would fail on them with a typing error
+        kh, kw = (check_int("kernel_size", k, 1) for k in (kh, kw))
+        stride = check_int("stride", stride, 1)
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.out_channels = check_int("out_channels", out_channels, 1)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(rng)
@@ -268,7 +270,8 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, rng=0, dtype=np.float32):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features = check_int("in_features", in_features, 1)
+        self.out_features = check_int("out_features", out_features, 1)
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(rng)
         self.params["W"] = glorot_uniform((in_features, out_features), in_features,

@@ -36,7 +36,7 @@ import threading
 import numpy as np
 
 from npskip.engine import kernels, reference
-from npskip.engine.checks import check_array
+from npskip.engine.checks import check_array, check_int, is_int
 from npskip.engine.layers import Conv2D, Dense
 
 
@@ -58,13 +58,15 @@ class SkipCNN:
 
     def __init__(self, input_shape, num_classes, widths=(16, 16, 32), seed=0,
                  dtype=np.float32):
+        input_shape, widths = tuple(input_shape), tuple(widths)
+        if len(input_shape) != 3 or not all(is_int(d) and d >= 1 for d in input_shape):
+            raise ValueError(f"input_shape: expected (H, W, C) positive ints, received "
+                             f"{input_shape}")
         self.input_shape = tuple(int(d) for d in input_shape)
-        if len(self.input_shape) != 3:
-            raise ValueError(f"input_shape: expected (H, W, C), received {input_shape}")
-        self.num_classes = int(num_classes)
-        self.widths = tuple(int(w) for w in widths)
-        if not self.widths or min(self.widths) < 1:
+        self.num_classes = check_int("num_classes", num_classes, 1)
+        if not widths or not all(is_int(w) and w >= 1 for w in widths):
             raise ValueError(f"widths: expected one or more positive ints, received {widths}")
+        self.widths = tuple(int(w) for w in widths)
         self.seed, self.dtype = seed, np.dtype(dtype)
         rng = np.random.default_rng(seed)
         h, w, c = self.input_shape

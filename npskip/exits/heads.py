@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from npskip.engine import kernels
-from npskip.engine.checks import check_array, check_finite
+from npskip.engine.checks import check_array, check_finite, check_int
 from npskip.engine.layers import Dense, ReLU
 from npskip.engine.losses import softmax, softmax_cross_entropy
 from npskip.engine.model import _ONE_PASS_AT_A_TIME
@@ -114,7 +114,8 @@ class ExitCNN:
     """
 
     def __init__(self, cnn1, hidden=64, pool=2, seed=0):
-        self.cnn1, self.hidden, self.pool = cnn1, int(hidden), int(pool)
+        self.cnn1 = cnn1
+        self.hidden, self.pool = check_int("hidden", hidden, 0), check_int("pool", pool, 1)
         rng = np.random.default_rng(seed)
         h, w, _ = cnn1.input_shape
         self.heads = []

@@ -16,7 +16,6 @@ from npskip.engine.train import predict
 from npskip.exits.heads import EXIT_THRESHOLDS, ExitCNN, exits_taken, train_heads
 from npskip.exits.selection import Rule, choose_operating_point
 from npskip.harness.config import STAGE_SETTINGS
-from npskip.harness.runfolder import save_arrays
 from npskip.paper.stats import accuracy_record, paired_difference
 
 RANDOM_DRAWS = 10      # random exit mixes per curve point; their mean accuracy is reported
@@ -41,7 +40,7 @@ def run_exits(run):
         hist = train_heads(model, run.x_tr, run.y_tr, cfg.exit_epochs, cfg.batch_size,
                            seed=[run.seed, 7], val=(run.x_val, run.y_val),
                            log=lambda m: run.log(f"[seed {run.seed}] {m}"))
-        save_arrays(run.folder / "exits.npz", **model.arrays())
+        run.save_arrays("exits.npz", **model.arrays())
         z = model.exit_logits(run.x_te)
         full = model.cnn1.multiply_adds()["total"]
         return {"exit_test_accuracy": [float(np.mean(z[k].argmax(axis=1) == run.y_te))

@@ -8,11 +8,11 @@ training history, to resume). ``fit_resumable`` trains with one such checkpoint
 after every epoch and resumes from it.
 
 It is written to a temporary file in the same folder, flushed to disk, and
-renamed over the final name, so a crash mid-save leaves the old checkpoint.
+renamed over the final name (``runfolder.atomic_write``), so a crash mid-save
+leaves the old checkpoint.
 """
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from npskip.engine.model import SkipCNN
 from npskip.engine.checks import check_int
 from npskip.engine.optim import RMSprop
 from npskip.engine.train import fit
+from npskip.harness.runfolder import atomic_write, record_changes
 
 
 class CheckpointError(Exception):
@@ -51,25 +52,6 @@ def save(path, model, optimizer=None, extra=None):
         arrays["rmsprop.json"] = _json_bytes({"lr": optimizer.lr, "rho": optimizer.rho,
                                               "eps": optimizer.eps})
     return atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def atomic_write(path, write):
-    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, rename it
-    over ``path``. A crash or an exception midway leaves any old ``path`` whole and no
-    temporary file behind. Returns ``path``. (Every file npskip saves goes through here.)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _json_entry(arrays, key, path):
@@ -168,10 +150,11 @@ def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, made_f
 
     If ``path`` already holds a checkpoint, training resumes from it (the model
     passed in is then replaced by the saved one); a finished checkpoint trains
-    no further. made_from: any JSON-able record of what the training is built
-    from, saved in the checkpoint; a checkpoint with another record is not
-    resumed but trained afresh. With progress=False, one log line per epoch
-    replaces the bar. Returns (model, history).
+    no further. made_from: the record of what the training is built from
+    ({"settings", "data_sha256", "inputs"}, see SeedRun.stage), saved in the
+    checkpoint; a checkpoint whose record does not match is neither resumed nor
+    used, but trained afresh, saying why. With progress=False, one log line per
+    epoch replaces the bar. Returns (model, history).
     """
     path = Path(path)
     epochs = check_int("epochs", epochs, 1)
@@ -183,12 +166,15 @@ def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, made_f
             raise CheckpointError(f"{e}; delete it to train afresh") from None
         extra = extra or {}
         shape = {k: v for k, v in model.config().items() if k != "seed"}
-        if {k: v for k, v in saved_model.config().items() if k != "seed"} != shape:
+        if made_from is not None and extra.get("made_from") != made_from:
+            standard = isinstance(made_from, dict) and "settings" in made_from
+            why = (record_changes(extra.get("made_from"), made_from) if standard else []) \
+                or ["its record differs"]
+            log(f"{path.name} was not made by this run ({'; '.join(why)}): training afresh")
+        elif {k: v for k, v in saved_model.config().items() if k != "seed"} != shape:
             raise CheckpointError(
                 f"{path}: holds {saved_model}, but this training needs {model}; delete it to "
                 f"train afresh")
-        if made_from is not None and extra.get("made_from") != made_from:
-            log(f"{path.name} was trained from other inputs; training afresh")
         elif len((extra.get("history") or {}).get("loss", [])) > epochs:
             raise CheckpointError(
                 f"{path}: trained for {len(extra['history']['loss'])} epochs, more than the "

@@ -5,6 +5,11 @@ and top images) come first, then the early exits' (npskip.exits). A seed folder
 records the settings in settings.json (npskip.harness.runfolder); the settings
 that only one stage depends on are recorded by that stage instead
 (``STAGE_SETTINGS``), so changing one redoes that stage and what is built on it.
+Every stage file records the settings it depends on (``STAGE_DEPENDS``).
+
+Config checks what it can know from the settings alone (including the sizes the
+data set's images and the statistics need); ``check_data`` checks the rest once
+the data is read, before the first stage runs.
 """
 
 import math
@@ -47,6 +52,9 @@ class Config:
     def _check_paper(self):
         if self.dataset not in DATASETS:
             raise ConfigError("dataset", self.dataset, f"one of {sorted(DATASETS)}")
+        if not isinstance(self.exits, (bool, np.bool_)):   # first: the smallest limit needs it
+            raise ConfigError("exits", self.exits, "True or False")
+        self.exits = bool(self.exits)
         self.epochs = check_int("epochs", self.epochs, 1)
         self.batch_size = check_int("batch_size", self.batch_size, 1)
         self.widths = check_widths("widths", self.widths, 2)
@@ -56,24 +64,73 @@ class Config:
                               f"as the ranking reads the first {self.maps} of each (maps, "
                               f"--maps)")
         if self.limit is not None:
-            self.limit = check_int("limit", self.limit, 1)
-        self.top = check_int("top", self.top, 1, self.limit)   # distinct training images
+            self.limit = check_limit(self.limit, self.exits)
+        self.top = check_top(self.top, self.limit)
         self.val_fraction = check_fraction("val_fraction", self.val_fraction)
         self.seeds = check_seeds(self.seeds)
         self.timing_repeats = check_int("timing_repeats", self.timing_repeats, 1)
 
     def _check_exits(self):
-        if not isinstance(self.exits, (bool, np.bool_)):
-            raise ConfigError("exits", self.exits, "True or False")
-        self.exits = bool(self.exits)
         self.exit_epochs = check_int("exit_epochs", self.exit_epochs, 1)
         self.exit_hidden = check_int("exit_hidden", self.exit_hidden, 0)
-        self.exit_pool = check_int("exit_pool", self.exit_pool, 1)
+        h, w, _ = DATASETS[self.dataset]["shape"]
+        self.exit_pool = check_pool(self.exit_pool, h, w, self.dataset)
         tol = self.operating_tolerance
         if not _is_real(tol) or not 0 <= tol < 1:          # NaN fails both comparisons
             raise ConfigError("operating_tolerance", tol, "a number in [0, 1)")
         self.operating_confidence = check_fraction("operating_confidence",
                                                    self.operating_confidence)
+
+
+def check_limit(limit, exits):
+    """--limit N keeps N training images and N/5 validation and test images: at least 3
+    (the ranking's top images), at least 10 with the exits (2 of each for their statistics)."""
+    if is_int(limit) and limit >= (10 if exits else 3):
+        return int(limit)
+    raise ConfigError("limit", limit, "an integer >= 10 with the early exits: they are judged "
+                      "on the limit/5 validation and test images, at least 2 of each (without "
+                      "the exits, exits=False or --no-exits, 3 is enough)" if exits else
+                      "an integer >= 3 (the fewest top images the ranking takes)")
+
+
+def check_top(top, limit):
+    """The ranking's top images per map: distinct training images (at most ``limit``), and
+    at least 3, which guarantees a layer label with an image for each of the labelled
+    images' training, validation and test splits (stats.stratified_split)."""
+    if is_int(top) and 3 <= top and (limit is None or top <= limit):
+        return int(top)
+    raise ConfigError("top", top, (f"an integer in 3..{limit}" if limit else "an integer >= 3")
+                      + " (distinct training images per map; 3 or more give the labelled images "
+                        "a label with one for training, validation and test)")
+
+
+def check_pool(pool, h, w, of):
+    """An exit head's pooling: a block size that divides the h x w maps of ``of``."""
+    if is_int(pool) and pool >= 1 and h % pool == 0 and w % pool == 0:
+        return int(pool)
+    sizes = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
+    raise ConfigError("exit_pool", pool, f"an integer that divides the {h}x{w} maps of {of}: "
+                      + ", ".join(map(str, sizes)))
+
+
+def check_data(config, data):
+    """What Config cannot know before the data is read, checked before any stage runs.
+
+    data: what pipeline.load_data returns. Raises ConfigError naming the setting.
+    """
+    _, y_tr, _, y_val, _, y_te, (h, w, _), _ = data
+    if config.top > len(y_tr):
+        raise ConfigError("top", config.top, f"at most the {len(y_tr)} training images")
+    least = 2 if config.exits else 1
+    if len(y_val) < least:
+        raise ConfigError("val_fraction", config.val_fraction,
+                          f"a fraction that leaves at least {least} validation image(s) "
+                          f"(it leaves {len(y_val)})")
+    if len(y_te) < least:
+        raise ConfigError("dataset", config.dataset, f"a data set with at least {least} test "
+                          f"image(s) (this one has {len(y_te)})")
+    if config.exits:
+        check_pool(config.exit_pool, h, w, "these images")
 
 
 def _is_real(v):
@@ -123,6 +180,18 @@ STAGE_SETTINGS = {
 }
 # Which seeds run and whether the exits run are not a folder's settings either.
 NOT_RECORDED = ("seeds", "exits") + sum(STAGE_SETTINGS.values(), ())
+# The settings each stage's files depend on, besides the seed and the data, which every
+# record holds: a file whose record shows other values is redone, whichever run wrote it.
+DATA = ("dataset", "limit", "val_fraction")
+TRAINING = DATA + ("epochs", "batch_size", "widths")
+STAGE_DEPENDS = {
+    "cnn1": TRAINING, "ranking": DATA + ("maps", "top"), "cnn2": TRAINING,
+    "cnn3_paper": TRAINING, "routes": DATA, "cnn3_deploy": TRAINING, "controls": DATA,
+    "efficiency": DATA + ("timing_repeats",),
+    "exits": DATA + ("batch_size",) + STAGE_SETTINGS["exits"],
+    "exit_curve": DATA + ("timing_repeats", "exit_hidden", "exit_pool")
+    + STAGE_SETTINGS["exit_curve"],
+}
 
 
 def config_dict(config):

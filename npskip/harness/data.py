@@ -49,6 +49,7 @@ DATASETS = {
             {"sha256_gunzip": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"},
         ])),
         "class_names": [str(i) for i in range(10)],
+        "shape": (28, 28, 1),
     },
     "fashion-mnist": {
         "urls": FASHION_URLS,
@@ -60,11 +61,13 @@ DATASETS = {
         ])),
         "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                         "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        "shape": (28, 28, 1),
     },
     "cifar100": {
         "urls": CIFAR_URLS,
         "files": {"cifar-100-binary.tar.gz": {"md5": "03b5dce01913d631647c71ecec9e9cb8",
                                               "size": 168_513_733}},
+        "shape": (32, 32, 3),
     },
 }
 
@@ -136,7 +139,7 @@ def read_idx(path, sha256=None):
         raise DataError(f"{path}: cannot read or decompress ({e})") from None
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise DataError(f"{path}: SHA-256 of the content is {hashlib.sha256(raw).hexdigest()}, "
-                        f"expected {sha256}; delete it and fetch it again")
+                        f"expected {sha256}")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (magic number should start with two zero "
                         f"bytes, found {raw[:4].hex() or 'nothing'})")
@@ -238,8 +241,21 @@ def load(name, data_dir=None, label="fine", download=True, mirror=None):
     if not all(p.exists() for p in needed):
         if not download:
             raise DataError(f"{name} is not in {dest.parent}; run: python data_fetch.py {name}"
-                            f" --dest {dest.parent}  (add --mirror URL when offline)")
+                            f" --data-dir {dest.parent}  (add --mirror URL when offline)")
         fetch(name, data_dir=dest.parent, mirror=mirror)
+    try:
+        return _read(name, dest, label)
+    except DataError as e:
+        # the files were verified when fetched: one that fails now was changed since
+        way_out = (f"delete {dest / 'cifar-100-binary'} and rerun: it is unpacked again from "
+                   f"the verified archive" if name == "cifar100" else
+                   f"delete the file and rerun: it is fetched again (or run python "
+                   f"data_fetch.py {name} --data-dir {dest.parent}, which keeps it as .bad)")
+        raise DataError(f"{e}; {way_out}") from None
+
+
+def _read(name, dest, label):
+    """The Dataset parsed from the files of ``dest`` (a data set's folder)."""
     if name == "cifar100":
         folder = dest / "cifar-100-binary"
         x_train, y_train = read_cifar_bin(folder / "train.bin", label)

@@ -46,7 +46,8 @@ def write_error(path, e):
         what = ("the disk is full; free some space and rerun (the download resumes where it "
                 "stopped)")
     else:
-        what = f"{e.strerror or e}; choose a folder you can write with --dest (or $NPSKIP_DATA)"
+        what = (f"{e.strerror or e}; choose a folder you can write with --data-dir (or "
+                f"$NPSKIP_DATA)")
     return WriteError(f"cannot write {path}: {what}")
 
 

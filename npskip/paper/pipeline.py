@@ -15,9 +15,11 @@
 Each stage writes ``<stage>.json`` (and a checkpoint where it trains) into the
 seed's folder when it finishes, the checkpoint first; a rerun loads finished
 stages instead of redoing them, and an interrupted training resumes at its last
-epoch. The folder records the settings that made it and each stage the files it
-was built from (npskip.runfolder): a rerun with other settings is refused, and
-a stage whose inputs changed is redone, with everything built from it.
+epoch. The folder records the settings that made it, and every stage file and
+checkpoint its own record: the data, the seed, the settings it depends on and
+the files it was built from (npskip.harness.runfolder). A rerun with other
+settings is refused; a file whose record does not match the run is redone, with
+everything built from it.
 """
 
 import time
@@ -26,15 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from npskip.engine.checks import ConfigError, check_int
+from npskip.engine.checks import check_int
 from npskip.engine.model import SkipCNN
 from npskip.engine.train import evaluate, predict, predict_by_route
 from npskip.harness import checkpoint
 from npskip.harness.checkpoint import fit_resumable
-from npskip.harness.config import NOT_RECORDED, config_dict
+from npskip.harness.config import DATA, NOT_RECORDED, STAGE_DEPENDS, check_data, config_dict
+from npskip.harness.config import Config  # noqa: F401  (the notebooks import it from here)
 from npskip.harness.data import as_float32, load
-from npskip.harness.runfolder import (FolderLock, RunFolderError, check_settings, data_identity,
-                                      read_json, save_arrays, sha256_file, write_json)
+from npskip.harness.runfolder import (ARRAY_FILES, RECORD, FolderLock, RunFolderError,
+                                      check_settings, data_identity, read_json, record_changes,
+                                      save_arrays, sha256_file, write_json)
 from npskip.paper.ranking import rank
 from npskip.paper.stats import accuracy_record, confusion_matrix, majority_baseline, stratified_split
 
@@ -52,25 +56,27 @@ def folder_record(config, seed, data):
 class SeedRun:
     """One seed of the pipeline, in ``folder``; stages are methods, results are cached.
 
-    data: what load_data returns. fresh: delete the folder's stage files first.
-    Raises RunFolderError if the folder was made with other settings or other
-    data (naming each difference), or is in use by another run.
+    data: what load_data returns. fresh: delete npskip's files in the folder first
+    (and nothing else). Raises ConfigError if a setting does not fit the data, and
+    RunFolderError if the folder was made with other settings or other data
+    (naming each difference), or is in use by another run.
     """
 
     def __init__(self, folder, config, seed, data, progress=True, log=print, fresh=False):
         self.folder, self.config = Path(folder), config
         self.seed = check_int("seed", seed, 0)
         self.progress, self.log = progress, log
+        check_data(config, data)
         self.x_tr, self.y_tr, self.x_val, self.y_val, self.x_te, self.y_te, \
             self.input_shape, self.num_classes = data
-        if config.top > len(self.y_tr):
-            raise ConfigError("top", config.top, f"at most the {len(self.y_tr)} training images")
         self.results = {}
         self._fingerprints = {}
+        record = folder_record(config, self.seed, data)
+        self.data_sha256 = record["data"]["arrays_sha256"]
         # Held by a stage while it runs, and by the command around all of them.
         self.lock = FolderLock(self.folder)
         with self.lock:
-            check_settings(self.folder, folder_record(config, self.seed, data), fresh)
+            check_settings(self.folder, record, fresh, log)
 
     # -- helpers ---------------------------------------------------------
     def fingerprint(self, name):
@@ -82,25 +88,36 @@ class SeedRun:
             self._fingerprints[name] = (key, sha256_file(path))
         return self._fingerprints[name][1]
 
+    def record(self, name, inputs=(), settings=()):
+        """What stage ``name`` is made from now: {"settings": the settings it depends on
+        (STAGE_DEPENDS, plus ``settings``) and the seed, "data_sha256": the data's
+        SHA-256, "inputs": {file: SHA-256} of the files it is built from}."""
+        cfg = config_dict(self.config)
+        keys = dict.fromkeys(STAGE_DEPENDS.get(name, DATA) + tuple(settings))
+        return {"settings": {**{k: cfg[k] for k in keys}, "seed": self.seed},
+                "data_sha256": self.data_sha256,
+                "inputs": {f: self.fingerprint(f) for f in inputs}}
+
     def stage(self, name, fn, inputs=(), outputs=(), settings=()):
         """Run stage ``name`` (fn() -> JSON-able dict) unless it is finished and current.
 
         inputs: files of the folder the stage is built from (its upstream stages must
-        have run); outputs: files it writes besides ``<name>.json``; settings: Config
-        fields only this stage depends on (the folder's settings.json leaves them out).
-        Finished and current means: ``<name>.json`` exists and its ``made_from`` record
-        matches those settings and the SHA-256 of every input and output now. Otherwise the stage is redone: its arrays are
-        computed again; a checkpoint is trained afresh if it was trained on other
-        inputs (train() checks), and is only evaluated again if it is finished and
-        merely differs from what the JSON describes (say, a CNN1 copied in).
+        have run); outputs: files it writes besides ``<name>.json`` (names of
+        runfolder.ARRAY_FILES); settings: Config fields only this stage depends on
+        (the folder's settings.json leaves them out). Finished and current means:
+        ``<name>.json`` exists and its ``made_from`` record matches ``record()`` now
+        and the SHA-256 of every output. Otherwise the stage is redone: its arrays are
+        computed again, a checkpoint whose record does not match is trained afresh
+        (fit_resumable checks), and one that matches is resumed, or only evaluated
+        again if finished.
         """
         if name in self.results:                 # checked or made earlier in this session
             return self.results[name]
+        if not set(outputs) <= set(ARRAY_FILES):  # --fresh deletes only names it knows
+            raise ValueError(f"{name}: outputs {list(outputs)} are not all in ARRAY_FILES")
         path = self.folder / f"{name}.json"
         with self.lock:
-            cfg = config_dict(self.config)
-            made_from = {"inputs": {f: self.fingerprint(f) for f in inputs},
-                         "settings": {k: cfg[k] for k in settings}}
+            made_from = self.record(name, inputs, settings)
             if path.exists():
                 old = read_json(path, f"delete it and rerun to redo the {name} stage")
                 why = self._stale(path, old, made_from, outputs)
@@ -131,12 +148,9 @@ class SeedRun:
                                  f"npskip (written by an older version, or not by npskip); "
                                  f"delete it and rerun to redo the stage, or start the folder "
                                  f"afresh with --fresh")
-        for k, value in now["settings"].items():
-            if made.get("settings", {}).get(k, "(not recorded)") != value:
-                return f"{k} is {value!r} now, {made.get('settings', {}).get(k)!r} then"
-        for f, digest in now["inputs"].items():
-            if made["inputs"].get(f) != digest:
-                return f"{f}, which it is built from, changed since"
+        why = record_changes(made, now)
+        if why:
+            return "; ".join(why)
         for f in outputs:
             if not (self.folder / f).exists():
                 return f"{f} is missing"
@@ -151,12 +165,23 @@ class SeedRun:
             raise checkpoint.CheckpointError(f"{e}; delete {name}.npz and {name}.json and rerun "
                                              f"to redo that stage") from None
 
+    def save_arrays(self, name, **arrays):
+        """Write the arrays of the running stage to ``name`` (.npz), with its record: the
+        settings, seed and data, and the names of the files it was built from (their
+        SHA-256 are in the stage's JSON, so that a stage redone on the same inputs writes
+        the same bytes, and what is built on them stands)."""
+        record = {k: v for k, v in self._made_from.items() if k != "inputs"}
+        save_arrays(self.folder / name, made_from={**record,
+                                                   "built_from": list(self._made_from["inputs"])},
+                    **arrays)
+
     def arrays(self, name):
-        """Every array of ``name`` (.npz in the folder) as a dict; RunFolderError if broken."""
+        """Every array of ``name`` (.npz in the folder) as a dict, its record left out;
+        RunFolderError if broken."""
         path = self.folder / name
         try:
             with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
+                return {k: f[k] for k in f.files if k != RECORD}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise RunFolderError(f"{path}: missing, truncated or not npskip's ({e}); delete it "
                                  f"and the .json of the same name and rerun to redo that "
@@ -172,8 +197,7 @@ class SeedRun:
         """Train with a checkpoint per epoch (resumable). Returns (model, history).
 
         fit_args go to train.fit (e.g. loss=...). The checkpoint carries the stage's
-        input fingerprints: one left by an interrupted run on other inputs is not
-        resumed."""
+        record: one made by another run, or from other inputs, is trained afresh."""
         return fit_resumable(model, self.folder / f"{name}.npz", x, y, routes=routes,
                              epochs=self.config.epochs, batch_size=self.config.batch_size,
                              validation_data=val, seed=self.seed, progress=self.progress,
@@ -198,8 +222,8 @@ class SeedRun:
         def go():
             r = rank(self.model("cnn1"), self.x_tr, self.config.maps, self.config.top,
                      progress=self.progress)
-            save_arrays(self.folder / "ranking.npz", indices=r["indices"], labels=r["labels"],
-                        picks=r["picks"], tops=np.stack(r["tops"]))
+            self.save_arrays("ranking.npz", indices=r["indices"], labels=r["labels"],
+                             picks=r["picks"], tops=np.stack(r["tops"]))
             counts = np.bincount(r["labels"], minlength=len(self.config.widths))
             return {"label_counts": counts.tolist(), "unique_images": len(r["indices"]),
                     "total_picks": int(r["picks"].sum()),
@@ -212,15 +236,9 @@ class SeedRun:
         """(images, digit labels, route labels, split positions) of the ranked images."""
         r = self.arrays("ranking.npz")
         idx, routes = r["indices"], r["labels"]
+        # Every split has images: the last layer's top images (at least 3, Config.top) all
+        # carry its label, and a label with 3 or more puts one in each split.
         split = stratified_split(routes, seed=self.seed)
-        if min(len(s) for s in split) == 0:
-            # too few ranked images to train, validate and test CNN2 and CNN3-paper on
-            sizes = "/".join(str(len(s)) for s in split)
-            raise ConfigError("top", self.config.top,
-                              f"more labelled images: the first {self.config.maps} maps x top "
-                              f"{self.config.top} gave {len(idx)} unique images, split "
-                              f"{sizes} (train/validation/test), and each split needs one; "
-                              f"raise --top-images, --maps or --limit")
         return self.x_tr[idx], self.y_tr[idx], routes, split
 
     def run_cnn2(self):
@@ -262,7 +280,7 @@ class SeedRun:
             router = self.model("cnn2")
             out = {name: predict(router, x).argmax(axis=1)
                    for name, x in (("train", self.x_tr), ("val", self.x_val), ("test", self.x_te))}
-            save_arrays(self.folder / "routes.npz", **out)
+            self.save_arrays("routes.npz", **out)
             depth = len(self.config.widths)
             return {f"{k}_route_counts": np.bincount(v, minlength=depth).tolist()
                     for k, v in out.items()}
