@@ -135,9 +135,6 @@ def check_seed_folders(out, config, fresh):
     hold these settings; every other seed folder holds these settings, stage settings
     included, or (with fresh) is left alone and out of the report. Returns {seed: why}
     of the seeds left out; raises RunFolderError (one report holds one configuration)."""
-    for seed in config.seeds:                 # a file, unwritable or busy: said now
-        with FolderLock(out / f"seed{seed}"):
-            pass
     problems, left_out = [], {}
     for seed, folder in seed_folders(out).items():
         given = seed in config.seeds
@@ -162,6 +159,9 @@ def check_seed_folders(out, config, fresh):
             f"configuration:\n  " + "\n  ".join(problems) + "\nUse another folder (--out DIR), "
             f"or pass the settings they were made with; --fresh starts afresh only the seeds "
             f"given (--seeds) and leaves the others alone and out of the report.")
+    for seed in config.seeds:                 # a file, unwritable or busy: said now
+        with FolderLock(out / f"seed{seed}"):
+            pass
     return left_out
 
 

@@ -90,7 +90,8 @@ def check_limit(limit, exits):
     raise ConfigError("limit", limit, "an integer >= 10 with the early exits: they are judged "
                       "on the limit/5 validation and test images, at least 2 of each (without "
                       "the exits, exits=False or --no-exits, 3 is enough)" if exits else
-                      "an integer >= 3 (the fewest top images the ranking takes)")
+                      "an integer >= 3 (npskip's smallest subset: the ranking takes 3 images per "
+                      "map or more)")
 
 
 def check_top(top, limit):
