@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from npskip.exits.stages import RANDOM_DRAWS, TARGET, meets_target
+from npskip.harness.runfolder import atomic_write
 
 # (name in results.json under "exits", stage file stem)
 STAGE_NAMES = [("heads", "exits"), ("curve", "exit_curve")]
@@ -226,6 +227,7 @@ def figure(out, results, plt):
     fig.suptitle(f"{results['config']['dataset']}: accuracy against compute (early exits)",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.78, 1))
-    fig.savefig(Path(out) / "accuracy_compute_curve.png", dpi=90)
+    atomic_write(Path(out) / "accuracy_compute_curve.png",
+                 lambda f: fig.savefig(f, format="png", dpi=90))
     plt.close(fig)
     return ["accuracy_compute_curve.png"]
