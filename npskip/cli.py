@@ -236,7 +236,8 @@ def widths_value_first(argv):
     return out
 
 
-def main(argv=None):
+def make_parser():
+    """The ``npskip`` parser with its two commands, train and reproduce."""
     parser = argparse.ArgumentParser(prog="npskip", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -271,8 +272,11 @@ def main(argv=None):
                    help=f"first {QUICK['limit']} training images, {QUICK['epochs']} epochs")
     p.add_argument("--out", default=None, help="run folder (default runs/reproduce-<dataset>)")
     p.set_defaults(func=cmd_reproduce)
+    return parser
 
-    args = parser.parse_args(widths_value_first(argv))
+
+def main(argv=None):
+    args = make_parser().parse_args(widths_value_first(argv))
     try:
         return args.func(args)
     except (DataError, checkpoint.CheckpointError, RunFolderError) as e:

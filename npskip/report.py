@@ -302,13 +302,21 @@ def write_figures(out, seed_folder, x_train, results):
 
     out, seed_folder = Path(out), Path(seed_folder)
     written = []
-
-    def save(fig, name):
+    for name, draw in (("training_curves.png", lambda: training_curves(seed_folder, plt)),
+                       ("cnn2_confusion.png", lambda: cnn2_confusion(results, plt)),
+                       ("accuracy_vs_compute.png", lambda: accuracy_vs_compute(results, plt))):
+        fig = draw()
         fig.tight_layout()
         atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=90))
         plt.close(fig)
         written.append(name)
+    tops = np.load(seed_folder / "ranking.npz", allow_pickle=False)["tops"]   # (L, M, K)
+    written += draw_top_images(out, tops, x_train)
+    return written + exits_report.figure(out, results, plt)
 
+
+def training_curves(seed_folder, plt):
+    """Loss and accuracy per epoch of the three trainings, training and validation."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for stage in ("cnn1", "cnn3_deploy", "cnn2"):
         path = seed_folder / f"{stage}.json"
@@ -324,11 +332,11 @@ def write_figures(out, seed_folder, x_train, results):
     axes[0].set(xlabel="epoch", ylabel="loss", yscale="log")
     axes[1].set(xlabel="epoch", ylabel="accuracy")
     axes[1].legend(fontsize=7)
-    save(fig, "training_curves.png")
+    return fig
 
-    tops = np.load(seed_folder / "ranking.npz", allow_pickle=False)["tops"]   # (L, M, K)
-    written += draw_top_images(out, tops, x_train)
 
+def cnn2_confusion(results, plt):
+    """CNN2's confusion matrix on its test images: activation label against prediction."""
     cm = np.array(results["cnn2"]["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     ax.imshow(cm, cmap="Blues")
@@ -336,23 +344,24 @@ def write_figures(out, seed_folder, x_train, results):
         ax.text(j, i, f"{v:.0f}", ha="center", va="center")
     ax.set(xlabel="predicted route", ylabel="activation label",
            title=f"CNN2 on {results['cnn2']['test_count']:.0f} test images")
-    save(fig, "cnn2_confusion.png")
+    return fig
 
+
+def accuracy_vs_compute(results, plt):
+    """CNN3-deploy under every routing of the controls stage, and with CNN2 counted."""
+    eff = results["efficiency"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    router = results["efficiency"]["multiply_add_fraction_with_router"] - \
-        results["efficiency"]["multiply_add_fraction_without_router"]
+    router = eff["multiply_add_fraction_with_router"] - eff["multiply_add_fraction_without_router"]
     for name, row in results["controls"].items():
         if isinstance(row, dict) and "test_accuracy" in row:
             ax.scatter(row["multiply_add_fraction"], 100 * row["test_accuracy"], label=name)
-    ax.scatter(results["efficiency"]["multiply_add_fraction_with_router"],
+    ax.scatter(eff["multiply_add_fraction_with_router"],
                100 * results["cnn3_deploy"]["test_accuracy"], marker="x", color="k",
                label="cnn2 routes, router counted")
     ax.set(xlabel="multiply-adds per image / CNN1's", ylabel="test accuracy (%)",
            title=f"accuracy against compute (router adds {router:.2f})")
     ax.legend(fontsize=7)
-    save(fig, "accuracy_vs_compute.png")
-    written += exits_report.figure(out, results, plt)
-    return written
+    return fig
 
 
 def draw_top_images(out, tops, x_train):

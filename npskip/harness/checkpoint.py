@@ -88,35 +88,10 @@ def load(path, with_optimizer=False):
     CheckpointError, naming the file and what is wrong.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: truncated or not an npskip checkpoint ({e})") from None
-    if "architecture.json" not in arrays:
-        raise CheckpointError(f"{path}: no architecture.json entry; not an npskip checkpoint")
-    config = _json_entry(arrays, "architecture.json", path)
-    if not (isinstance(config, dict) and _positive_ints(config.get("input_shape"), 3)
-            and _positive_ints([config.get("num_classes")]) and _positive_ints(config.get("widths"))
-            and config.get("dtype", "float32") in ("float32", "float64")):
-        raise CheckpointError(f"{path}: unreadable architecture {config!r}: expected input_shape "
-                              f"(3 positive ints), num_classes, widths (positive ints), dtype "
-                              f"float32 or float64")
+    arrays = _read(path)
+    config = _architecture(arrays, path)
     dtype = np.dtype(config.get("dtype", "float32"))
-    shapes = expected_shapes(config)
-    for key, shape in shapes.items():
-        if key not in arrays:
-            raise CheckpointError(f"{path}: missing {key}")
-        got = arrays[key]
-        if got.shape != shape or got.dtype != dtype:
-            raise CheckpointError(f"{path}: {key} is {got.dtype} {got.shape}, but the "
-                                  f"architecture needs {dtype} {shape}")
-        state = arrays.get(f"rmsprop.{key}")
-        if state is not None and (state.shape != shape or state.dtype != dtype):
-            raise CheckpointError(f"{path}: rmsprop.{key} is {state.dtype} {state.shape}, but "
-                                  f"{key} is {dtype} {shape}")
+    _check_weights(arrays, expected_shapes(config), dtype, path)
     extra = _json_entry(arrays, "extra.json", path) if "extra.json" in arrays else None
     if extra is not None and not isinstance(extra, dict):
         raise CheckpointError(f"{path}: extra.json holds {type(extra).__name__}, expected an "
@@ -139,9 +114,47 @@ def load(path, with_optimizer=False):
             value[...] = arrays[key]
             if optimizer is not None and f"rmsprop.{key}" in arrays:
                 optimizer.state[id(value)] = arrays[f"rmsprop.{key}"].copy()
-    if not with_optimizer:
-        return model
-    return model, optimizer, extra
+    return (model, optimizer, extra) if with_optimizer else model
+
+
+def _read(path):
+    """Every entry of the .npz at ``path`` (never unpickled), or CheckpointError."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or not an npskip checkpoint ({e})") from None
+
+
+def _architecture(arrays, path):
+    """The architecture.json entry, checked: input_shape, num_classes, widths, dtype."""
+    if "architecture.json" not in arrays:
+        raise CheckpointError(f"{path}: no architecture.json entry; not an npskip checkpoint")
+    config = _json_entry(arrays, "architecture.json", path)
+    if not (isinstance(config, dict) and _positive_ints(config.get("input_shape"), 3)
+            and _positive_ints([config.get("num_classes")]) and _positive_ints(config.get("widths"))
+            and config.get("dtype", "float32") in ("float32", "float64")):
+        raise CheckpointError(f"{path}: unreadable architecture {config!r}: expected input_shape "
+                              f"(3 positive ints), num_classes, widths (positive ints), dtype "
+                              f"float32 or float64")
+    return config
+
+
+def _check_weights(arrays, shapes, dtype, path):
+    """Every weight, and its RMSprop average if saved, has the shape and dtype it needs."""
+    for key, shape in shapes.items():
+        if key not in arrays:
+            raise CheckpointError(f"{path}: missing {key}")
+        got = arrays[key]
+        if got.shape != shape or got.dtype != dtype:
+            raise CheckpointError(f"{path}: {key} is {got.dtype} {got.shape}, but the "
+                                  f"architecture needs {dtype} {shape}")
+        state = arrays.get(f"rmsprop.{key}")
+        if state is not None and (state.shape != shape or state.dtype != dtype):
+            raise CheckpointError(f"{path}: rmsprop.{key} is {state.dtype} {state.shape}, but "
+                                  f"{key} is {dtype} {shape}")
 
 
 def fit_resumable(model, path, x, y, *, epochs, log=print, progress=True, made_from=None,
