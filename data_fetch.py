@@ -14,8 +14,15 @@ import argparse
 import os
 import sys
 
-from npskip.harness.data import DATASETS, fetch
-from npskip.harness.download import DataError, default_data_dir
+# what was downloaded sits in <name>.part, and the next run resumes from it
+INTERRUPTED = "\ninterrupted; rerun the same command to resume"
+
+try:       # numpy takes a moment to load: a Ctrl-C then gets the same message
+    from npskip.harness.data import DATASETS, fetch
+    from npskip.harness.download import DataError, default_data_dir
+except KeyboardInterrupt:
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(130)
 
 
 def main(argv=None):
@@ -36,8 +43,7 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            # what was downloaded sits in <name>.part, and the next run resumes from it
-            print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
+            print(INTERRUPTED, file=sys.stderr)
             return 130
         for path, downloaded in results:
             print(f"{name}: {path} ({'downloaded and verified' if downloaded else 'verified, already present'})")

@@ -30,14 +30,18 @@ report.py  results.json, report.md and figures;  cli.py  the ``npskip`` command
 """
 
 import os
+import sys
 
 # numba's parallel kernels (the convolution, the dense layer's products) run between BLAS
 # calls. OpenMP's threads spin for a while after each parallel loop and steal
 # the cores from the BLAS call that follows; the workqueue layer does not spin.
-# A user's own NUMBA_THREADING_LAYER wins.
+# A user's own NUMBA_THREADING_LAYER wins. numba is not imported here: importing the
+# package stays instant, so the command line can meet a Ctrl-C while numpy and numba
+# load with its own message (numba reads the variable when it loads).
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    import numba
-
-    numba.config.THREADING_LAYER = "workqueue"
+    if "numba" in sys.modules:
+        sys.modules["numba"].config.THREADING_LAYER = "workqueue"
+    else:
+        os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
 
 __version__ = "0.1.0"

@@ -14,22 +14,32 @@ record does not match the run is redone, with everything built from it
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
-from npskip.engine.checks import ConfigError
-from npskip.exits import stages as exit_stages
-from npskip.harness import checkpoint
-from npskip.harness.config import Config, check_data
-from npskip.harness.data import DATASETS
-from npskip.harness.download import DataError
-from npskip.harness.runfolder import (FRESH_ADVICE, FolderLock, RunFolderError, cannot_write,
-                                      is_seed_file, wipe)
-from npskip.paper.pipeline import SeedRun, load_data
-from npskip.report import (is_report_file, report_seeds, seed_differences, seed_folders,
-                           write_report)
+# Every file is written whole or not at all, so a Ctrl-C loses nothing: the stages done
+# are kept, and a training restarts at its last finished epoch.
+INTERRUPTED = "\ninterrupted; rerun the same command to resume"
+
+try:       # numpy and numba take a second to load: a Ctrl-C then gets the same message
+    from npskip.engine.checks import ConfigError
+    from npskip.exits import stages as exit_stages
+    from npskip.harness import checkpoint
+    from npskip.harness.config import STAGE_DEPENDS, Config, check_data
+    from npskip.harness.data import DATASETS
+    from npskip.harness.download import DataError
+    from npskip.harness.runfolder import (FRESH_ADVICE, REBUILD_ADVICE, SETTINGS, FolderLock,
+                                          RunFolderError, cannot_write, is_seed_file, probe,
+                                          read_json, wipe)
+    from npskip.paper.pipeline import SeedRun, load_data
+    from npskip.report import (is_report_file, report_seeds, seed_differences, seed_folders,
+                               write_report)
+except KeyboardInterrupt:
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(130)
 
 QUICK = {"limit": 3000, "epochs": 2}
 
@@ -70,18 +80,24 @@ def add_common(p):
                         "when it was made with other settings)")
 
 
+EXIT_OPTIONS = ("exit_epochs", "exit_hidden", "exit_pool")
+
+
 def make_config(args, seeds):
     """Config from the parsed arguments; an out-of-range one stops argparse (exit 2)
     with a message naming the option, before any data is read."""
     # train ranks nothing: its top images only need to fit its --limit
     top = getattr(args, "top_images", min(Config.top, args.limit or Config.top))
+    given = [k for k in EXIT_OPTIONS if getattr(args, k, None) is not None]
+    if given and args.no_exits:
+        args.parser.error(f"argument {FLAGS[given[0]]}: not allowed with --no-exits (the exit "
+                          f"heads it sets do not run)")
     try:
         return Config(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                       widths=args.widths, maps=getattr(args, "maps", 10), top=top,
                       val_fraction=args.val_fraction, limit=args.limit, seeds=list(seeds),
                       exits=not getattr(args, "no_exits", True),
-                      **{k: getattr(args, k) for k in ("exit_epochs", "exit_hidden", "exit_pool")
-                         if getattr(args, k, None) is not None})
+                      **{k: getattr(args, k) for k in given})
     except ConfigError as e:
         args.parser.error(refusal(args, e))
 
@@ -90,9 +106,13 @@ def refusal(args, e):
     """'argument --epochs: expected ..., received ...' for ConfigError ``e``, naming the
     option of the command that was run (a setting it has no option for, by name)."""
     flag = "--seed" if e.name == "seeds" and args.command == "train" else FLAGS.get(e.name)
-    if not any(flag in a.option_strings for a in args.parser._actions):
+    action = next((a for a in args.parser._actions if flag in a.option_strings), None)
+    if action is None:
         flag = f"{e.name} (a setting npskip {args.command} has no option for)"
-    return f"argument {flag}: expected {e.expected}, received {shown(e.value)}"
+    default = action is not None and action.default == e.value and \
+        getattr(args, action.dest, None) == action.default       # not set by --quick
+    return (f"argument {flag}: expected {e.expected}, received {shown(e.value)}"
+            + (" (the default)" if default else ""))
 
 
 def shown(value):
@@ -102,8 +122,19 @@ def shown(value):
     return repr(value)
 
 
+class OutputError(Exception):
+    """The standard output cannot be written (a full disk behind ``> file``, say)."""
+
+
 def log(message):
-    print(message, flush=True)
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        raise                   # the reader left (| head): main ends quietly
+    except OSError as e:
+        raise OutputError(f"cannot write the output (standard output): {e.strerror or e}; "
+                          f"the run stopped there: send the output elsewhere and rerun the "
+                          f"same command to resume") from None
 
 
 def folder_path(text, default):
@@ -113,8 +144,10 @@ def folder_path(text, default):
 def cmd_train(args):
     config = make_config(args, [args.seed])
     out = folder_path(args.out, f"runs/cnn1-{args.dataset}-seed{args.seed}")
-    with FolderLock(out):                     # a file, unwritable or busy: said before any work
-        pass
+    # a file, unwritable or busy: said before any work
+    probe(out, hint="Trainings side by side each need their own folder: another --out, or "
+                    "another --seed with no --out.")
+    config = with_folder_settings(config, out)
     data = load_data(config, args.seed, args.data_dir, args.mirror)
     log(f"CNN1 on {args.dataset}: {len(data[1])} training, {len(data[3])} validation, "
         f"{len(data[5])} test images; widths {config.widths}; seed {args.seed}")
@@ -128,6 +161,23 @@ def cmd_train(args):
         f"{len(result['history']['loss'])} epochs ({time.perf_counter() - start:.0f} s this "
         f"session); saved {out / 'cnn1.npz'} and {out / 'cnn1.json'}")
     return 0
+
+
+def with_folder_settings(config, out):
+    """train's config, with the values the folder records (a seed folder of reproduce,
+    say) of the settings CNN1 does not depend on (STAGE_DEPENDS["cnn1"]): train has no
+    option for them, so they never refuse a folder whose CNN1 is this one."""
+    path = Path(out) / SETTINGS
+    if not path.is_file():
+        return config
+    recorded = read_json(path, REBUILD_ADVICE).get("settings", {})
+    cnn1 = set(STAGE_DEPENDS["cnn1"])
+    other = {f.name: recorded[f.name] for f in dataclasses.fields(config)
+             if f.name in recorded and f.name not in cnn1}
+    try:
+        return dataclasses.replace(config, **other)
+    except (ConfigError, TypeError):          # the folder's CNN1 settings differ: said next
+        return config
 
 
 def check_seed_folders(out, config, fresh):
@@ -160,8 +210,8 @@ def check_seed_folders(out, config, fresh):
             f"or pass the settings they were made with; --fresh starts afresh only the seeds "
             f"given (--seeds) and leaves the others alone and out of the report.")
     for seed in config.seeds:                 # a file, unwritable or busy: said now
-        with FolderLock(out / f"seed{seed}"):
-            pass
+        probe(out / f"seed{seed}", hint="Seeds run side by side each need their own seed "
+                                        "(--seeds 0 in one command, --seeds 1 in the other).")
     return left_out
 
 
@@ -169,6 +219,8 @@ def start_afresh(out, seeds):
     """--fresh: delete npskip's files of the given seeds and the report, saying which."""
     for folder, owns in [(out / f"seed{s}", is_seed_file) for s in seeds] + [(out,
                                                                              is_report_file)]:
+        if not folder.is_dir():
+            continue
         with FolderLock(folder, wait=folder == out):
             deleted = wipe(folder, owns)
         if deleted:
@@ -182,8 +234,7 @@ def cmd_reproduce(args):
     args.epochs = 20 if args.epochs is None else args.epochs
     config = make_config(args, args.seeds)
     out = folder_path(args.out, f"runs/reproduce-{args.dataset}" + ("-quick" if args.quick else ""))
-    with FolderLock(out, wait=True):          # a file or unwritable: said before any work
-        pass
+    probe(out, wait=True)                     # a file or unwritable: said before any work
     for seed, why in check_seed_folders(out, config, args.fresh).items():
         log(f"seed {seed} left alone and out of the report: {why}")
     start = time.perf_counter()
@@ -276,23 +327,44 @@ def make_parser():
 
 
 def main(argv=None):
-    args = make_parser().parse_args(widths_value_first(argv))
+    try:
+        return run(make_parser().parse_args(widths_value_first(argv)))
+    except BrokenPipeError:
+        silence_stdout()        # the reader left (npskip ... | head): end quietly
+        return 1
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+
+
+def silence_stdout():
+    """Point the standard output at nothing, so that Python's last flush, at exit, does
+    not fail again on it (the recipe of Python's documentation for SIGPIPE)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):          # not a file of the system (captured output)
+        pass
+
+
+def run(args):
+    """Run the command; a known failure becomes one line on stderr and an exit code."""
     try:
         return args.func(args)
+    except OutputError as e:
+        silence_stdout()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (DataError, checkpoint.CheckpointError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ConfigError as e:                 # a range that needs the data (SeedRun checks)
         print(f"error: {refusal(args, e)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise
     except OSError as e:                     # a write outside runfolder.atomic_write
         print(f"error: {cannot_write(e.filename or 'a file', e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        # Every file is written whole or not at all, so nothing is lost: the stages
-        # done are kept, and a training restarts at its last finished epoch.
-        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

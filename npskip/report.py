@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from npskip.exits import report as exits_report
-from npskip.harness.config import NOT_RECORDED, config_dict
+from npskip.harness.config import NOT_RECORDED, STAGE_DEPENDS, config_dict
 from npskip.harness.runfolder import (REBUILD_ADVICE, SETTINGS, RunFolderError, atomic_write,
-                                      differences, read_json, read_record, write_json)
+                                      differences, read_json, read_record, record_changes,
+                                      sha256_file, write_json)
 from npskip.paper.pipeline import PAPER
 
 # The top-images figures draw at most this many maps and images per map: a figure
@@ -40,11 +41,14 @@ def stage_names(config):
 
 
 def seed_folders(out):
-    """{seed: folder} of every seed<N> folder in ``out``."""
+    """{seed: folder} of every seed folder in ``out``: a folder named exactly as npskip
+    names them (seed0, seed12), so that a copy named seed000 or seed001 never stands in
+    for seed 0 or 1."""
     found = {}
     for p in Path(out).glob("seed*"):
-        if p.is_dir() and re.fullmatch(r"seed\d+", p.name):
-            found[int(p.name[4:])] = p
+        m = re.fullmatch(r"seed(0|[1-9]\d*)", p.name)
+        if m and p.is_dir():
+            found[int(m.group(1))] = p
     return dict(sorted(found.items()))
 
 
@@ -69,21 +73,77 @@ def seed_differences(folder, config, stages=True):
 
 def report_seeds(out, config):
     """The seed folders of ``out`` one report of ``config`` may summarise: ({seed: folder},
-    {seed: why it is left out}): finished, and made with ``config``'s settings."""
+    {seed: why it is left out}): those a run of their seed with ``config`` would find
+    finished (why_left_out)."""
     included, left_out = {}, {}
     for seed, folder in seed_folders(out).items():
-        try:
-            diff = seed_differences(folder, config) if (folder / SETTINGS).exists() else []
-        except RunFolderError as e:
-            diff = [str(e)]
-        missing = [s for s in stage_names(config) if not (folder / f"{s}.json").exists()]
-        if diff:
-            left_out[seed] = "made with other settings: " + "; ".join(diff)
-        elif missing:
-            left_out[seed] = f"not finished: {', '.join(missing)} still to run"
+        why = why_left_out(seed, folder, config)
+        if why:
+            left_out[seed] = why
         else:
             included[seed] = folder
     return included, left_out
+
+
+def why_left_out(seed, folder, config):
+    """Why a report of ``config`` cannot summarise ``folder``, the folder of ``seed``, or
+    None if it can: it has settings.json, which records this seed and ``config``'s
+    settings, and every stage file of ``config``'s stages, whose own record (settings,
+    seed, data, the files it was built from and wrote) a run of that seed would accept."""
+    if not (folder / SETTINGS).is_file():
+        return f"no {SETTINGS}, so nothing records what made it (a run of seed {seed} writes it)"
+    try:
+        record = read_json(folder / SETTINGS, REBUILD_ADVICE)
+        diff = seed_differences(folder, config)
+    except RunFolderError as e:
+        return str(e)
+    why = ["made with other settings: " + "; ".join(diff)] if diff else []
+    recorded_seed = (record.get("settings") or {}).get("seed")
+    if recorded_seed != seed:
+        why.append(f"its {SETTINGS} records seed {recorded_seed}, not {seed} (a copy of "
+                   f"another seed's folder?)")
+    missing = [s for s in stage_names(config) if not (folder / f"{s}.json").exists()]
+    if why:
+        return "; ".join(why)
+    if missing:
+        return f"not finished: {', '.join(missing)} still to run"
+    faults = stage_faults(folder, config, seed, (record.get("data") or {}).get("arrays_sha256"))
+    if faults:
+        return (f"stage files that a run of seed {seed} would redo: " + "; ".join(faults))
+    return None
+
+
+def stage_faults(folder, config, seed, data_sha256):
+    """The stage files of ``config``'s stages in ``folder`` that a run of ``seed`` would
+    not accept, each with why (SeedRun.stage's checks): its record names other settings,
+    another seed or other data, or a file it was built from or wrote changed since."""
+    cfg, faults = config_dict(config), []
+    for stage in stage_names(config):
+        made = read_record(folder / f"{stage}.json")
+        now = {"settings": {**{k: cfg[k] for k in STAGE_DEPENDS[stage]}, "seed": seed},
+               "data_sha256": data_sha256}
+        why = record_changes(made, now) + (changed_files(folder, made) if made else [])
+        if why:
+            faults.append(f"{stage}.json: " + "; ".join(why))
+    return faults
+
+
+def changed_files(folder, made):
+    """The files a stage's record ``made`` lists (built from, written) that are missing or
+    whose SHA-256 differs from the record's."""
+    out = []
+    for kind in ("inputs", "outputs"):
+        files = made.get(kind)
+        if not isinstance(files, dict):
+            out.append(f"its record lists no {kind}")
+            continue
+        for name, digest in files.items():
+            path = folder / name
+            if not path.is_file():
+                out.append(f"{name} is missing")
+            elif sha256_file(path) != digest:
+                out.append(f"{name} changed since")
+    return out
 
 
 def seed_results(folder, config=None):

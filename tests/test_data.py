@@ -197,6 +197,39 @@ def test_faulty_download_leaves_nothing_and_a_rerun_succeeds(fake_mirror, tmp_pa
     assert [d for _, d in results] == [False, False, True, True]
 
 
+@pytest.mark.parametrize("fault, said", [("missing", "No such file"),
+                                          ("wrong-checksum", "downloaded, but")])
+@pytest.mark.parametrize("named_by", ["--mirror", "$NPSKIP_MIRROR"])
+def test_a_mirror_that_lacks_a_file_or_holds_a_bad_copy_is_said_to(fake_mirror, tmp_path,
+                                                                     monkeypatch, fault, said,
+                                                                     named_by):
+    target = fake_mirror / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    if fault == "missing":
+        target.unlink()
+    else:
+        target.write_bytes(gzip.compress(b"not the labels"))
+    monkeypatch.setenv("NPSKIP_MIRROR", str(fake_mirror))
+    with pytest.raises(DataError) as err:
+        fetch("mnist", data_dir=tmp_path / "d",
+              mirror=str(fake_mirror) if named_by == "--mirror" else None)
+    message = str(err.value)
+    assert said in message and "use a mirror" not in message and "offline" not in message
+    assert f"The mirror given ({named_by} {fake_mirror}) lacks mnist/t10k-labels-idx1-ubyte.gz " \
+           f"or holds a bad copy of it" in message
+    assert f"{fake_mirror.as_uri()}/mnist/t10k-labels-idx1-ubyte.gz" in message
+
+
+def test_a_damaged_local_file_is_named_with_the_mirror_given(fake_mirror, tmp_path):
+    dest = tmp_path / "d"
+    load("mnist", data_dir=dest, mirror=str(fake_mirror))
+    (dest / "mnist" / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"changed"))
+    with pytest.raises(DataError) as err:
+        load("mnist", data_dir=dest, mirror=str(fake_mirror))
+    assert "train-labels-idx1-ubyte.gz" in str(err.value)
+    assert f"python data_fetch.py mnist --data-dir {dest} --mirror {fake_mirror}, which keeps " \
+           f"it as .bad" in str(err.value)
+
+
 def test_corrupted_file_in_data_dir_is_moved_aside_and_refetched(fake_mirror, tmp_path):
     dest = tmp_path / "dest"
     fetch("mnist", data_dir=dest, mirror=str(fake_mirror))
@@ -471,7 +504,8 @@ def test_a_corrupted_data_file_is_named_with_the_way_out(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{victim}: cannot read or decompress" in err and "Traceback" not in err, err
     assert "delete the file and rerun: it is fetched again (or run python data_fetch.py " \
-           f"mnist --data-dir {data_dir}, which keeps it as .bad)" in err
+           f"mnist --data-dir {data_dir} --mirror {MIRROR.as_uri()}, which keeps it as .bad)" \
+        in err
     assert "--dest" not in err and len(err.strip().splitlines()) == 1
     victim.unlink()                                       # the way out
     assert cli.main(argv) == 0

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,9 @@ from npskip.engine.checks import ConfigError
 from npskip.harness.config import Config
 from npskip.harness.runfolder import write_json
 from npskip.paper.pipeline import SeedRun, load_data
-from npskip.harness.runfolder import FolderLock, RunFolderError
+from npskip.harness.runfolder import FolderLock, RunFolderError, read_npz
 from npskip.harness.checkpoint import fit_resumable
-from npskip.report import report_seeds
+from npskip.report import report_seeds, seed_folders
 
 from test_data import MIRROR
 
@@ -176,12 +177,25 @@ def test_a_setting_that_does_not_fit_the_data_is_refused_before_any_stage(tmp_pa
     (["--widths", "16"], "argument --widths: expected at least two positive integers"),
     (["--widths", "-5,16"], "received -5,16"),
     (["--widths", "16,x"], "argument --widths: expected comma-separated integers"),
+    (["--limit", "9", "--no-exits"], "argument --top-images: expected an integer in 3..9 "),
+    (["--no-exits", "--exit-hidden", "0"], "argument --exit-hidden: not allowed with "
+                                           "--no-exits (the exit heads it sets do not run)"),
+    (["--no-exits", "--exit-pool", "4"], "argument --exit-pool: not allowed with --no-exits"),
 ])
 def test_cli_refuses_a_bad_argument_before_any_work(argv, named, tmp_path, capsys):
     rc, _, err = npskip("reproduce", *argv, "--out", tmp_path / "run",
                         data_dir=tmp_path / "data", capsys=capsys)
     assert rc == 2 and named in err, err
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_refused_default_is_said_to_be_the_default(tmp_path, capsys):
+    for argv, said in ((["--limit", "9"], "received 10 (the default)\n"),
+                       (["--limit", "9", "--top-images", "12"], "received 12\n")):
+        rc, _, err = npskip("reproduce", *argv, "--no-exits", "--out", tmp_path / "run",
+                            data_dir=tmp_path / "data", capsys=capsys)
+        assert rc == 2 and "argument --top-images: expected an integer in 3..9" in err, err
+        assert err.endswith(said), err
 
 
 def test_train_refuses_zero_epochs_and_a_negative_seed(tmp_path, capsys):
@@ -525,6 +539,65 @@ def test_a_setting_of_one_stage_redoes_that_stage_and_no_other(tmp_path):
 # broken or foreign files: named, with what to do, and nothing overwritten
 # --------------------------------------------------------------------------
 
+def _damage(path, how):
+    raw = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(raw[:len(raw) // 2])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    else:                                               # one byte of the weights flipped
+        raw = bytearray(raw)
+        raw[len(raw) // 2] ^= 0x01
+        path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["truncated", "emptied", "flipped"])
+@pytest.mark.parametrize("stage", ["cnn1", "cnn2", "cnn3_paper", "cnn3_deploy"])
+def test_a_damaged_checkpoint_of_a_finished_stage_is_trained_afresh(stage, how, run_copy,
+                                                                     data_dir, capsys):
+    path = run_copy / "seed0" / f"{stage}.npz"
+    good = read_npz(path)
+    _damage(path, how)
+    rc, out, err = npskip("reproduce", *TINY, "--out", run_copy, data_dir=data_dir,
+                          capsys=capsys)
+    assert rc == 0, err
+    assert f"[seed 0] {path}: truncated or not an npskip checkpoint (" in out, out
+    assert ": deleted, trained afresh" in out and "resuming" not in out
+    assert ran(out)[0] == f"{stage} (redone)", out
+    # trained afresh, bit for bit the same weights (its history's timings differ, so the
+    # stages that read it are checked again)
+    again = read_npz(path)
+    assert all(np.array_equal(again[k], v) for k, v in good.items() if k != "extra.json")
+    _made_from_holds(run_copy / "seed0")
+
+
+def test_a_changed_byte_anywhere_in_a_checkpoint_is_caught_or_harmless(tiny, tmp_path):
+    # zip checks every entry's CRC, and load every weight's presence, shape and dtype: a
+    # changed byte either makes the checkpoint unreadable, naming it, or sits in zip's
+    # own bookkeeping and leaves every weight as it was
+    good = (tiny / "seed0" / "cnn1.npz").read_bytes()
+    weights = _weights(checkpoint.load(tiny / "seed0" / "cnn1.npz"))
+    path = tmp_path / "cnn1.npz"
+    places = [*range(300), *range(len(good) - 800, len(good)),
+              *np.random.default_rng(0).integers(0, len(good), 100)]
+    for i in places:
+        raw = bytearray(good)
+        raw[i] ^= 0x10
+        path.write_bytes(bytes(raw))
+        try:
+            model = checkpoint.load(path)
+        except checkpoint.CheckpointError as e:
+            assert str(e).startswith(f"{path}: "), (i, e)
+        else:
+            got = _weights(model)
+            assert got.keys() == weights.keys(), i
+            assert all(np.array_equal(got[k], weights[k]) for k in weights), i
+
+
+def _weights(model):
+    return {f"{i}.{k}": v for i, layer in enumerate(model.layers) for k, v in layer.params.items()}
+
+
 @pytest.mark.parametrize("content", [b"", b'{"test_accuracy": 0.5, "hist', b"{}", b"[1, 2]"],
                          ids=["empty", "truncated", "empty-object", "foreign"])
 def test_a_broken_stage_json_is_named_and_the_report_kept(content, run_copy, data_dir, capsys):
@@ -690,6 +763,111 @@ def test_a_seed_without_the_exit_stages_is_left_out_of_a_report_with_them(tiny):
     assert list(folders) == [0] and left_out == {}
 
 
+@pytest.fixture(scope="module")
+def tiny_top5(tmp_path_factory, data_dir):
+    """One finished tiny run of seed 1 whose ranking keeps 5 top images per map."""
+    out = tmp_path_factory.mktemp("tiny_top5") / "run"
+    rc = cli.main(["reproduce", *TINY, "--top-images", "5", "--seeds", "1", "--out", str(out),
+                   "--data-dir", str(data_dir), "--mirror", MIRROR.as_uri()])
+    assert rc == 0
+    return out
+
+
+def test_a_copy_of_one_seeds_folder_never_counts_as_another_seed(run_copy, data_dir, capsys):
+    shutil.copytree(run_copy / "seed0", run_copy / "seed3")
+    rc, out, err = npskip("reproduce", *TINY, "--seeds", "2", "--out", run_copy,
+                          data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    results = json.loads((run_copy / "results.json").read_text())
+    assert results["seeds"] == [0, 2] and "3" not in results["per_seed"]
+    why = "its settings.json records seed 0, not 3 (a copy of another seed's folder?)"
+    assert results["left_out"]["3"] == why and f"seed 3: left out of the report, {why}" in out
+    assert f"**Left out: seed 3**, {why}" in (run_copy / "report.md").read_text()
+
+
+def test_a_stage_file_of_other_settings_is_never_summarised(run_copy, tiny_top5, data_dir,
+                                                            capsys):
+    rc, _, err = npskip("reproduce", *TINY, "--seeds", "1", "--out", run_copy,
+                        data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    for name in ("ranking.json", "ranking.npz"):          # a ranking of the top 5, copied in
+        shutil.copy(tiny_top5 / "seed1" / name, run_copy / "seed1" / name)
+    rc, out, err = npskip("reproduce", *TINY, "--seeds", "0", "--out", run_copy,
+                          data_dir=data_dir, capsys=capsys)
+    assert rc == 0, err
+    results = json.loads((run_copy / "results.json").read_text())
+    assert results["seeds"] == [0] and results["ranking"]["top"] == 10
+    assert results["left_out"]["1"].startswith("stage files that a run of seed 1 would redo: "
+                                               "ranking.json: top is 10 now, 5 then")
+    report = (run_copy / "report.md").read_text()
+    assert "top 10 images" in report and "**Left out: seed 1**, stage files" in report
+
+
+def test_a_seed_folder_without_its_settings_record_is_left_out(run_copy):
+    shutil.copytree(run_copy / "seed0", run_copy / "seed1")
+    (run_copy / "seed1" / "settings.json").unlink()
+    folders, left_out = report_seeds(run_copy, Config(limit=300, epochs=1, exits=False))
+    assert list(folders) == [0]
+    assert left_out == {1: "no settings.json, so nothing records what made it (a run of "
+                           "seed 1 writes it)"}
+
+
+def test_a_stage_file_changed_since_it_was_written_is_left_out(run_copy):
+    (run_copy / "seed0" / "cnn2.npz").write_bytes(b"")
+    folders, left_out = report_seeds(run_copy, Config(limit=300, epochs=1, exits=False))
+    assert folders == {} and "cnn2.json: cnn2.npz changed since" in left_out[0]
+    assert "efficiency.json: cnn2.npz changed since" in left_out[0]
+
+
+def test_only_the_exact_name_seed_n_is_a_seed_folder(run_copy):
+    for name in ("seed000", "seed001", "seed1.bak", "seed-1"):
+        shutil.copytree(run_copy / "seed0", run_copy / name)
+    assert seed_folders(run_copy) == {0: run_copy / "seed0"}
+    shutil.rmtree(run_copy / "seed0")
+    assert seed_folders(run_copy) == {}
+    assert report_seeds(run_copy, Config(limit=300, epochs=1, exits=False)) == ({}, {})
+
+
+def test_train_in_a_seed_folder_compares_only_what_cnn1_depends_on(tiny_top5, tmp_path,
+                                                                     data_dir, capsys):
+    # the reproduction ranked the top 5 images: CNN1 does not depend on that
+    run = tmp_path / "run"
+    shutil.copytree(tiny_top5, run)
+    before = snapshot(run)
+    rc, out, err = npskip("train", "--seed", "1", "--limit", "300", "--epochs", "1",
+                          "--no-progress", "--out", run / "seed1", data_dir=data_dir,
+                          capsys=capsys)
+    assert rc == 0, err
+    assert "[seed 1] cnn1: done before, loaded cnn1.json" in out and "test accuracy" in out
+    assert snapshot(run) == before
+    rc, _, err = npskip("train", "--seed", "1", "--limit", "300", "--epochs", "2", "--out",
+                        run / "seed1", data_dir=data_dir, capsys=capsys)
+    assert rc == 1 and "epochs: 1 in the folder, 2 now" in err and "top" not in err, err
+
+
+def test_a_busy_folder_names_the_options_of_the_command_run(tmp_path, capsys):
+    with FolderLock(tmp_path / "t"):
+        rc, _, err = npskip("train", "--limit", "300", "--epochs", "1", "--out", tmp_path / "t",
+                            data_dir=tmp_path / "d", capsys=capsys)
+    assert rc == 1 and "is in use by another npskip run" in err, err
+    assert "another --seed with no --out" in err and "--seeds" not in err
+    with FolderLock(tmp_path / "r" / "seed0"):
+        rc, _, err = npskip("reproduce", *TINY, "--out", tmp_path / "r",
+                            data_dir=tmp_path / "d", capsys=capsys)
+    assert rc == 1 and "(--seeds 0 in one command, --seeds 1 in the other)" in err, err
+    assert not (tmp_path / "d").exists()                   # said before any work
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_data_that_cannot_be_fetched_leaves_no_folder_behind(command, tmp_path, capsys):
+    out = tmp_path / "runs" / "r"
+    rc = cli.main([command, *TINY[:4], "--out", str(out), "--data-dir", str(tmp_path / "d"),
+                   "--mirror", (tmp_path / "nowhere").as_uri()])
+    _, err = capsys.readouterr()
+    assert rc == 1 and "could not fetch train-images-idx3-ubyte.gz" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_report_figures_cap_the_images_they_draw(tmp_path):
     from npskip.report import MAPS_DRAWN, TOP_DRAWN, draw_top_images
     x = np.zeros((500, 6, 6, 1), dtype=np.float32)
@@ -723,3 +901,72 @@ def test_ctrl_c_says_how_to_resume(tmp_path, data_dir):
     assert proc.returncode == 130, err
     assert "interrupted; rerun the same command to resume" in err and "Traceback" not in err
     assert checkpoint.load(tmp_path / "t" / "cnn1.npz", with_optimizer=True)[2]["history"]
+
+
+def _child(code, *argv):
+    """Run ``code`` in a fresh interpreter, with numpy's import interrupted as Ctrl-C would
+    interrupt it in the first second: (exit code, stderr)."""
+    hook = textwrap.dedent("""
+        import builtins, sys
+        real = builtins.__import__
+        def interrupted(name, *args, **kwargs):
+            if name == "numpy":
+                raise KeyboardInterrupt
+            return real(name, *args, **kwargs)
+        builtins.__import__ = interrupted
+        """)
+    run = subprocess.run([sys.executable, "-c", hook + textwrap.dedent(code), *argv],
+                         capture_output=True, text=True, cwd=REPO)
+    return run.returncode, run.stderr
+
+
+@pytest.mark.parametrize("code", [
+    "import runpy; sys.argv[0] = 'npskip'; runpy.run_module('npskip.cli', run_name='__main__')",
+    "from npskip.cli import main; sys.exit(main())",           # the npskip command's own
+    "import runpy; runpy.run_path('data_fetch.py', run_name='__main__')",
+], ids=["python -m npskip.cli", "npskip", "data_fetch.py"])
+def test_ctrl_c_while_the_modules_load_says_how_to_resume(code):
+    rc, err = _child(code, "train")
+    assert rc == 130 and err == "\ninterrupted; rerun the same command to resume\n", err
+
+
+def test_ctrl_c_in_the_first_second_says_how_to_resume(tmp_path, data_dir):
+    cmd = [sys.executable, "-m", "npskip.cli", "train", "--limit", "300", "--epochs", "50",
+           "--no-progress", "--out", str(tmp_path / "t"), "--data-dir", str(data_dir),
+           "--mirror", MIRROR.as_uri()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err == "\ninterrupted; rerun the same command to resume\n", err
+
+
+# --------------------------------------------------------------------------
+# the output: a reader that leaves, a full disk behind it
+# --------------------------------------------------------------------------
+
+def test_a_reader_that_leaves_ends_the_run_quietly(tmp_path, data_dir):
+    cmd = [sys.executable, "-m", "npskip.cli", "train", "--limit", "300", "--epochs", "1",
+           "--no-progress", "--out", str(tmp_path / "t"), "--data-dir", str(data_dir),
+           "--mirror", MIRROR.as_uri()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert proc.stdout.readline().startswith(b"CNN1 on mnist")      # | head -1
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and err == "", err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_output_is_blamed_not_the_run_folder(tmp_path, data_dir):
+    cmd = [sys.executable, "-m", "npskip.cli", "train", "--limit", "300", "--epochs", "1",
+           "--no-progress", "--out", str(tmp_path / "t"), "--data-dir", str(data_dir),
+           "--mirror", MIRROR.as_uri()]
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr == "error: cannot write the output (standard output): No space left on " \
+                         "device; the run stopped there: send the output elsewhere and rerun " \
+                         "the same command to resume\n", run.stderr

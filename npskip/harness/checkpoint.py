@@ -13,7 +13,6 @@ leaves the old checkpoint.
 """
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from npskip.engine.model import SkipCNN
 from npskip.engine.checks import check_int
 from npskip.engine.optim import RMSprop
 from npskip.engine.train import fit
-from npskip.harness.runfolder import atomic_write, record_changes
+from npskip.harness.runfolder import NPZ_ERRORS, atomic_write, record_changes
 
 
 class CheckpointError(Exception):
@@ -124,7 +123,7 @@ def _read(path):
             return {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+    except NPZ_ERRORS as e:
         raise CheckpointError(f"{path}: truncated or not an npskip checkpoint ({e})") from None
 
 

@@ -92,6 +92,7 @@ def fetch(name, data_dir=None, mirror=None):
     _check_name(name)
     spec = DATASETS[name]
     dest = Path(data_dir or default_data_dir()).expanduser() / name
+    given = "--mirror" if mirror else "$NPSKIP_MIRROR"
     mirror = mirror or os.environ.get("NPSKIP_MIRROR")
     urls = [mirror_base(mirror) + name + "/"] if mirror else spec["urls"]
     results = []
@@ -101,11 +102,8 @@ def fetch(name, data_dir=None, mirror=None):
         except WriteError:
             raise                       # a local folder problem: a mirror would not help
         except DataError as e:
-            raise DataError(
-                f"{e}\nIf this machine is offline or these sites are down, use a mirror: "
-                f"python data_fetch.py {name} --mirror URL (or set NPSKIP_MIRROR), where "
-                f"URL/{name}/{fname} exists; file:// URLs and plain folders work."
-            ) from None
+            raise DataError(f"{e}\n" + (mirror_advice(mirror, given, name, fname) if mirror
+                                        else no_mirror_advice(name, fname))) from None
     if name == "cifar100":
         folder = dest / "cifar-100-binary"
         downloaded = results[0][1]
@@ -113,6 +111,21 @@ def fetch(name, data_dir=None, mirror=None):
             safe_extract(dest / "cifar-100-binary.tar.gz", CIFAR_MEMBERS, dest)
         results += [(folder / Path(m).name, downloaded) for m in CIFAR_MEMBERS]
     return results
+
+
+def mirror_advice(mirror, given, name, fname):
+    """What to do when the mirror the user gave (``given``: the option or the variable
+    that named it) lacks a file or holds a bad copy of it."""
+    return (f"The mirror given ({given} {mirror}) lacks {name}/{fname} or holds a bad copy of "
+            f"it (the lines above say which): put the data set's own file at "
+            f"{mirror_base(mirror)}{name}/{fname}, or choose another mirror, or leave "
+            f"{given} out to fetch from the data set's sites.")
+
+
+def no_mirror_advice(name, fname):
+    return (f"If this machine is offline or these sites are down, use a mirror: python "
+            f"data_fetch.py {name} --mirror URL (or set NPSKIP_MIRROR), where URL/{name}/{fname} "
+            f"exists; file:// URLs and plain folders work.")
 
 
 # --------------------------------------------------------------------------
@@ -238,10 +251,12 @@ def load(name, data_dir=None, label="fine", download=True, mirror=None):
     dest = Path(data_dir or default_data_dir()).expanduser() / name
     needed = ([dest / m for m in CIFAR_MEMBERS] if name == "cifar100"
               else [dest / f for f in IDX_FILES])
+    command = f"python data_fetch.py {name} --data-dir {dest.parent}" + (
+        f" --mirror {mirror}" if mirror else "")
     if not all(p.exists() for p in needed):
         if not download:
-            raise DataError(f"{name} is not in {dest.parent}; run: python data_fetch.py {name}"
-                            f" --data-dir {dest.parent}  (add --mirror URL when offline)")
+            raise DataError(f"{name} is not in {dest.parent}; run: {command}"
+                            + ("" if mirror else "  (add --mirror URL when offline)"))
         fetch(name, data_dir=dest.parent, mirror=mirror)
     try:
         return _read(name, dest, label)
@@ -249,8 +264,8 @@ def load(name, data_dir=None, label="fine", download=True, mirror=None):
         # the files were verified when fetched: one that fails now was changed since
         way_out = (f"delete {dest / 'cifar-100-binary'} and rerun: it is unpacked again from "
                    f"the verified archive" if name == "cifar100" else
-                   f"delete the file and rerun: it is fetched again (or run python "
-                   f"data_fetch.py {name} --data-dir {dest.parent}, which keeps it as .bad)")
+                   f"delete the file and rerun: it is fetched again (or run {command}, which "
+                   f"keeps it as .bad)")
         raise DataError(f"{e}; {way_out}") from None
 
 

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,23 @@ def read_json(path, recover):
     return obj
 
 
+# What reading a damaged .npz raises (a changed byte in zip's own records can surface
+# as any of these).
+NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, NotImplementedError,
+              zipfile.BadZipFile, zlib.error)
+
+
+def read_npz(path):
+    """Every entry of the .npz at ``path`` as a dict, read whole (zip checks each entry's
+    CRC, so a changed byte is caught) and never unpickled; RunFolderError naming the file
+    if it is missing, truncated or damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except NPZ_ERRORS as e:
+        raise RunFolderError(f"{path}: missing, truncated or damaged ({e})") from None
+
+
 def read_record(path):
     """The ``made_from`` record of a stage's .json, a checkpoint or an array file; None
     if it has none or cannot be read."""
@@ -182,7 +200,7 @@ def read_record(path):
                     made = json.loads(f[RECORD].tobytes())
                 else:
                     made = json.loads(f["extra.json"].tobytes()).get("made_from")
-    except (OSError, ValueError, KeyError, AttributeError, EOFError, zipfile.BadZipFile):
+    except NPZ_ERRORS + (AttributeError,):
         return None
     return made if isinstance(made, dict) else None
 
@@ -313,6 +331,23 @@ def wipe(folder, owns=is_seed_file):
     return deleted
 
 
+def probe(folder, wait=False, hint=""):
+    """Say now, before any work, if ``folder`` is a file, cannot be written or is in use
+    by another run (RunFolderError; ``hint`` is added to the last). Leaves behind none
+    of the folders or the lock file it had to create: a command that stops later (the
+    data cannot be fetched, say) leaves no empty folder."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]   # deepest first
+    with FolderLock(folder, wait, hint):
+        if created:                 # a folder this call made: nobody else uses its lock
+            (folder / LOCK).unlink()
+    for p in created:
+        try:
+            p.rmdir()
+        except OSError:             # another command filled it meanwhile: it stays
+            break
+
+
 class FolderLock:
     """An exclusive lock on ``folder/.lock``, taken without waiting.
 
@@ -321,8 +356,8 @@ class FolderLock:
     when the process ends, however it ends.
     """
 
-    def __init__(self, folder, wait=False):
-        self.path, self.wait = Path(folder) / LOCK, wait
+    def __init__(self, folder, wait=False, hint=""):
+        self.path, self.wait, self.hint = Path(folder) / LOCK, wait, hint
         self._fd, self._depth = None, 0
 
     def __enter__(self):
@@ -339,9 +374,8 @@ class FolderLock:
                 os.close(fd)
                 raise RunFolderError(
                     f"{self.path.parent} is in use by another npskip run (process {holder}); "
-                    f"wait for it to finish, or use another folder (--out DIR). Seeds run side "
-                    f"by side each need their own seed (--seeds 0 in one command, --seeds 1 in "
-                    f"the other).") from None
+                    f"wait for it to finish, or use another folder (--out DIR)."
+                    + (f" {self.hint}" if self.hint else "")) from None
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
             self._fd = fd

@@ -23,7 +23,6 @@ everything built from it.
 """
 
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,8 @@ from npskip.harness.config import DATA, NOT_RECORDED, STAGE_DEPENDS, check_data,
 from npskip.harness.config import Config  # noqa: F401  (the notebooks import it from here)
 from npskip.harness.data import as_float32, load
 from npskip.harness.runfolder import (ARRAY_FILES, RECORD, FolderLock, RunFolderError,
-                                      check_settings, data_identity, read_json, record_changes,
-                                      save_arrays, sha256_file, write_json)
+                                      check_settings, data_identity, read_json, read_npz,
+                                      record_changes, save_arrays, sha256_file, write_json)
 from npskip.paper.ranking import rank
 from npskip.paper.stats import accuracy_record, confusion_matrix, majority_baseline, stratified_split
 
@@ -71,6 +70,7 @@ class SeedRun:
             self.input_shape, self.num_classes = data
         self.results = {}
         self._fingerprints = {}
+        self._finished = set()     # the files written by the finished stage being redone
         record = folder_record(config, self.seed, data)
         self.data_sha256 = record["data"]["arrays_sha256"]
         # Held by a stage while it runs, and by the command around all of them.
@@ -125,9 +125,9 @@ class SeedRun:
                     self.results[name] = old
                     self.log(f"[seed {self.seed}] {name}: done before, loaded {path.name}")
                     return old
-                self.log(f"[seed {self.seed}] {name}: redoing ({why})")
-                path.unlink()
+                self._redo(path, old, why)
             else:
+                self._finished = set()
                 self.log(f"[seed {self.seed}] {name}: running")
             start = time.perf_counter()
             self._made_from = dict(made_from)      # what train() stamps its checkpoint with
@@ -138,6 +138,14 @@ class SeedRun:
             write_json(path, result)             # last: only once its outputs are in place
         self.results[name] = result
         return result
+
+    def _redo(self, path, old, why):
+        """Say why finished stage ``path`` (its JSON ``old``) is redone, delete it, and
+        remember the files it wrote: a damaged checkpoint among them is trained afresh
+        (_drop_damaged)."""
+        self.log(f"[seed {self.seed}] {path.stem}: redoing ({why})")
+        path.unlink()
+        self._finished = set(old["made_from"]["outputs"])
 
     def _stale(self, path, old, now, outputs):
         """Why a finished stage's record does not match the folder now, or None."""
@@ -157,6 +165,18 @@ class SeedRun:
             if made["outputs"].get(f) != self.fingerprint(f):
                 return f"{f} changed since {path.name} was written"
         return None
+
+    def _drop_damaged(self, path):
+        """Delete checkpoint ``path`` if a finished stage wrote it (its record names it)
+        and it can no longer be read (truncated, emptied, a byte changed): it is npskip's,
+        nothing in it can be resumed, and the stage trains afresh. A checkpoint that no
+        finished stage names is left to fit_resumable, which names it if unreadable."""
+        if path.name in self._finished and path.exists():
+            try:
+                checkpoint.load(path)
+            except checkpoint.CheckpointError as e:
+                self.log(f"[seed {self.seed}] {e}: deleted, trained afresh")
+                path.unlink()
 
     def model(self, name):
         try:
@@ -180,12 +200,11 @@ class SeedRun:
         RunFolderError if broken."""
         path = self.folder / name
         try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files if k != RECORD}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise RunFolderError(f"{path}: missing, truncated or not npskip's ({e}); delete it "
-                                 f"and the .json of the same name and rerun to redo that "
-                                 f"stage") from None
+            arrays = read_npz(path)
+        except RunFolderError as e:
+            raise RunFolderError(f"{e}; delete it and the .json of the same name and rerun to "
+                                 f"redo that stage") from None
+        return {k: v for k, v in arrays.items() if k != RECORD}
 
     def new_model(self, classes, network):
         """Fresh weights for CNN ``network`` (1, 2, 3): CNN1 is seeded by the seed
@@ -197,7 +216,9 @@ class SeedRun:
         """Train with a checkpoint per epoch (resumable). Returns (model, history).
 
         fit_args go to train.fit (e.g. loss=...). The checkpoint carries the stage's
-        record: one made by another run, or from other inputs, is trained afresh."""
+        record: one made by another run, or from other inputs, is trained afresh, and so
+        is a finished stage's that was damaged since."""
+        self._drop_damaged(self.folder / f"{name}.npz")
         return fit_resumable(model, self.folder / f"{name}.npz", x, y, routes=routes,
                              epochs=self.config.epochs, batch_size=self.config.batch_size,
                              validation_data=val, seed=self.seed, progress=self.progress,
