@@ -247,12 +247,6 @@ def _acc_cell(results, key, n_seeds):
     return text + f", n = {node['test_count']:.0f}"
 
 
-def write_markdown(results, path):
-    """Write report.md atomically (its text is built whole before anything is written)."""
-    text = markdown(results).encode()
-    atomic_write(path, lambda f: f.write(text))
-
-
 def markdown(results):
     """report.md's text."""
     n = len(results["seeds"])
