@@ -206,9 +206,9 @@ def check_seed_folders(out, config, fresh):
     if problems:
         raise RunFolderError(
             f"{out} holds seeds made with other settings, and one report holds one "
-            f"configuration:\n  " + "\n  ".join(problems) + "\nUse another folder (--out DIR), "
-            f"or pass the settings they were made with; --fresh starts afresh only the seeds "
-            f"given (--seeds) and leaves the others alone and out of the report.")
+            "configuration:\n  " + "\n  ".join(problems) + "\nUse another folder (--out DIR), "
+            "or pass the settings they were made with; --fresh starts afresh only the seeds "
+            "given (--seeds) and leaves the others alone and out of the report.")
     for seed in config.seeds:                 # a file, unwritable or busy: said now
         probe(out / f"seed{seed}", hint="Seeds run side by side each need their own seed "
                                         "(--seeds 0 in one command, --seeds 1 in the other).")

@@ -13,17 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from npskip.exits import report as exits_report
-from npskip.harness.config import NOT_RECORDED, STAGE_DEPENDS, config_dict
-from npskip.harness.runfolder import (REBUILD_ADVICE, SETTINGS, RunFolderError, atomic_write,
-                                      differences, read_json, read_record, record_changes,
-                                      sha256_file, write_json)
+from npskip.harness.config import NOT_RECORDED, config_dict, stage_settings
+from npskip.harness.runfolder import (PAPER_STAGES, REBUILD_ADVICE, SETTINGS, RunFolderError,
+                                      atomic_write, differences, read_json, read_record,
+                                      record_changes, sha256_file, write_json)
 from npskip.paper.pipeline import PAPER
 
 # The top-images figures draw at most this many maps and images per map: a figure
 # of 10 x 200 small axes took 92 s and 1.4 GB, and says no more than 10 x 10.
 MAPS_DRAWN, TOP_DRAWN = 10, 10
-STAGES = ("cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
-          "efficiency")
+STAGES = PAPER_STAGES
 DROP = {"history", "stage_seconds", "made_from"}
 # The files of a report (and their temporary names): --fresh deletes these and nothing else.
 _NAMES = (r"results\.json|report\.md|training_curves\.png|cnn2_confusion\.png|"
@@ -117,11 +116,10 @@ def stage_faults(folder, config, seed, data_sha256):
     """The stage files of ``config``'s stages in ``folder`` that a run of ``seed`` would
     not accept, each with why (SeedRun.stage's checks): its record names other settings,
     another seed or other data, or a file it was built from or wrote changed since."""
-    cfg, faults = config_dict(config), []
+    faults = []
     for stage in stage_names(config):
         made = read_record(folder / f"{stage}.json")
-        now = {"settings": {**{k: cfg[k] for k in STAGE_DEPENDS[stage]}, "seed": seed},
-               "data_sha256": data_sha256}
+        now = {"settings": stage_settings(config, stage, seed), "data_sha256": data_sha256}
         why = record_changes(made, now) + (changed_files(folder, made) if made else [])
         if why:
             faults.append(f"{stage}.json: " + "; ".join(why))

@@ -35,7 +35,7 @@ import threading
 
 import numpy as np
 
-from npskip.engine import kernels, reference
+from npskip.engine import kernels
 from npskip.engine.checks import check_array, check_int, is_int
 from npskip.engine.layers import Conv2D, Dense
 

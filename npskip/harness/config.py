@@ -195,6 +195,14 @@ STAGE_DEPENDS = {
 }
 
 
+def stage_settings(config, stage, seed, extra=()):
+    """The settings a stage file's record holds: those the stage depends on
+    (STAGE_DEPENDS; DATA for a stage not listed), ``extra`` ones, and the seed."""
+    cfg = config_dict(config)
+    keys = dict.fromkeys(STAGE_DEPENDS.get(stage, DATA) + tuple(extra))
+    return {**{k: cfg[k] for k in keys}, "seed": seed}
+
+
 def config_dict(config):
     """The config as JSON-able values (widths as a list)."""
     d = asdict(config)

@@ -40,8 +40,9 @@ SETTINGS = "settings.json"
 LOCK = ".lock"
 RECORD = "made_from.json"            # the record's entry in an array file
 # Every name npskip writes into a seed folder, and the only ones --fresh deletes.
-STAGE_NAMES = ("cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
-               "efficiency", "exits", "exit_curve")
+PAPER_STAGES = ("cnn1", "ranking", "cnn2", "cnn3_paper", "routes", "cnn3_deploy", "controls",
+                "efficiency")
+STAGE_NAMES = PAPER_STAGES + ("exits", "exit_curve")
 ARRAY_FILES = ("cnn1.npz", "ranking.npz", "cnn2.npz", "cnn3_paper.npz", "routes.npz",
                "cnn3_deploy.npz", "exits.npz")
 SEED_FILES = (SETTINGS,) + tuple(f"{s}.json" for s in STAGE_NAMES) + ARRAY_FILES

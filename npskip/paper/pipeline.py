@@ -32,7 +32,7 @@ from npskip.engine.model import SkipCNN
 from npskip.engine.train import evaluate, predict, predict_by_route
 from npskip.harness import checkpoint
 from npskip.harness.checkpoint import fit_resumable
-from npskip.harness.config import DATA, NOT_RECORDED, STAGE_DEPENDS, check_data, config_dict
+from npskip.harness.config import NOT_RECORDED, check_data, config_dict, stage_settings
 from npskip.harness.config import Config  # noqa: F401  (the notebooks import it from here)
 from npskip.harness.data import as_float32, load
 from npskip.harness.runfolder import (ARRAY_FILES, RECORD, FolderLock, RunFolderError,
@@ -92,9 +92,7 @@ class SeedRun:
         """What stage ``name`` is made from now: {"settings": the settings it depends on
         (STAGE_DEPENDS, plus ``settings``) and the seed, "data_sha256": the data's
         SHA-256, "inputs": {file: SHA-256} of the files it is built from}."""
-        cfg = config_dict(self.config)
-        keys = dict.fromkeys(STAGE_DEPENDS.get(name, DATA) + tuple(settings))
-        return {"settings": {**{k: cfg[k] for k in keys}, "seed": self.seed},
+        return {"settings": stage_settings(self.config, name, self.seed, settings),
                 "data_sha256": self.data_sha256,
                 "inputs": {f: self.fingerprint(f) for f in inputs}}
 
