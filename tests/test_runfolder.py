@@ -883,16 +883,21 @@ def test_the_report_figures_cap_the_images_they_draw(tmp_path):
 # Ctrl-C
 # --------------------------------------------------------------------------
 
-def test_ctrl_c_says_how_to_resume(tmp_path, data_dir):
-    cmd = [sys.executable, "-m", "npskip.cli", "train", "--limit", "3000", "--epochs", "50",
+def start_training(tmp_path, data_dir, limit):
+    """`npskip train` in a child process that meets Ctrl-C as it would in a terminal."""
+    cmd = [sys.executable, "-m", "npskip.cli", "train", "--limit", str(limit), "--epochs", "50",
            "--no-progress", "--out", str(tmp_path / "t"), "--data-dir", str(data_dir),
            "--mirror", MIRROR.as_uri()]
     # A shell that starts the test suite in the background (`pytest ... &`) hands its
     # children SIGINT ignored, and Python then installs no handler for it: restore the
     # default, so that the child meets Ctrl-C as it would in a terminal.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, data_dir):
+    proc = start_training(tmp_path, data_dir, 3000)
     for line in proc.stdout:
         if "epoch 1/50" in line:                         # training, a checkpoint saved
             break
@@ -931,12 +936,7 @@ def test_ctrl_c_while_the_modules_load_says_how_to_resume(code):
 
 
 def test_ctrl_c_in_the_first_second_says_how_to_resume(tmp_path, data_dir):
-    cmd = [sys.executable, "-m", "npskip.cli", "train", "--limit", "300", "--epochs", "50",
-           "--no-progress", "--out", str(tmp_path / "t"), "--data-dir", str(data_dir),
-           "--mirror", MIRROR.as_uri()]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = start_training(tmp_path, data_dir, 300)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
